@@ -1,3 +1,85 @@
-fn main() {
-    println!("Hello, world!");
+//! `vsgx`: the vsgx command-line tool.
+//!
+//! Today it carries the offline enclave tools (`enclave measure|keygen|sign`, `sigstruct show`);
+//! the host toolstack verbs of DESIGN §7.4 join it as their layers land.
+
+mod cmd;
+mod date;
+mod numarg;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// vsgx: Intel SGX virtualization — per-guest EPC, enclaves in guests, on a faithful SGX model.
+#[derive(Debug, Parser)]
+#[command(name = "vsgx", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Offline enclave tools: measure, generate signing keys, sign.
+    #[command(subcommand)]
+    Enclave(EnclaveCommand),
+    /// Inspect SIGSTRUCT files.
+    #[command(subcommand)]
+    Sigstruct(SigstructCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum EnclaveCommand {
+    /// Compute MRENCLAVE of an SGXS stream (validating it as a loader would).
+    Measure {
+        /// The enclave's SGXS measurement stream.
+        file: PathBuf,
+        /// Print JSON: mrenclave, size, ssaframesize, pages, measured_chunks, unmeasured_chunks.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate a new enclave signing key (RSA-3072, public exponent 3, PKCS#1 PEM, mode 0600).
+    /// Prints the MRSIGNER of enclaves it will sign.
+    Keygen {
+        /// Where to write the private key.
+        #[arg(short, long, value_name = "KEY.pem")]
+        output: PathBuf,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Sign an enclave: write its SIGSTRUCT (1808 bytes). Same inputs always give the same bytes.
+    Sign(cmd::enclave::SignArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum SigstructCommand {
+    /// Show every field of a SIGSTRUCT and whether it is valid (signature and Q1/Q2 checked).
+    /// Exit status: 0 valid, 1 invalid, 2 not readable as a SIGSTRUCT.
+    Show {
+        /// The SIGSTRUCT file.
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Enclave(EnclaveCommand::Measure { file, json }) => cmd::enclave::measure(&file, json),
+        Command::Enclave(EnclaveCommand::Keygen { output, force }) => cmd::enclave::keygen(&output, force),
+        Command::Enclave(EnclaveCommand::Sign(args)) => cmd::enclave::sign(&args),
+        Command::Sigstruct(SigstructCommand::Show { file, json }) => cmd::sigstruct::show(&file, json),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

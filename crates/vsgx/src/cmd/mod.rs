@@ -1,0 +1,13 @@
+//! One module per command group.
+
+pub mod enclave;
+pub mod sigstruct;
+
+use std::path::Path;
+
+use anyhow::Context;
+
+/// Reads a whole input file, naming it in the error.
+pub fn read_file(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
