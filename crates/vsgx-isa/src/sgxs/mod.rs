@@ -56,7 +56,7 @@ pub struct SgxsSummary {
 /// Validates a whole stream and computes its MRENCLAVE without materializing pages.
 ///
 /// Measured records are contiguous in the stream, so runs of them are hashed straight from the
-/// input in one call each: this costs little more than SHA-256 of the measured bytes.
+/// input, 64 KiB per call: this costs little more than SHA-256 of the measured bytes.
 pub fn measure(bytes: &[u8]) -> Result<SgxsSummary, SgxsError> {
     let mut validator = Validator::new();
     let mut measurement = Measurement::new();
@@ -66,6 +66,11 @@ pub fn measure(bytes: &[u8]) -> Result<SgxsSummary, SgxsError> {
         validator.check(&at)?;
         match (at.record.is_measured(), run_start) {
             (true, None) => run_start = Some(at.position),
+            // Hash long runs while their bytes are still in cache from validation.
+            (true, Some(start)) if at.position - start >= HASH_RUN_BYTES => {
+                hash_run(&mut measurement, &bytes[start..at.position]);
+                run_start = Some(at.position);
+            }
             (false, Some(start)) => {
                 hash_run(&mut measurement, &bytes[start..at.position]);
                 run_start = None;
@@ -86,6 +91,9 @@ pub fn measure(bytes: &[u8]) -> Result<SgxsSummary, SgxsError> {
         unmeasured_chunks: validator.unmeasured_chunks(),
     })
 }
+
+/// Measured bytes hashed per call: small enough to stay in L2 between validation and hashing.
+const HASH_RUN_BYTES: usize = 64 * 1024;
 
 fn hash_run(measurement: &mut Measurement, run: &[u8]) {
     // Every record is a whole number of 64-byte blocks, so a run of records is too.

@@ -110,9 +110,13 @@ impl<'a> Reader<'a> {
         let u64_at = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().unwrap_or([0; 8]));
         let u32_at = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().unwrap_or([0; 4]));
         let tag = u64_at(0);
-        let zero_from = |record: &'static str, from: usize| match header[from..].iter().position(|&b| b != 0) {
-            Some(i) => Err(SgxsErrorKind::ReservedNotZero { record, byte: from + i }),
-            None => Ok(()),
+        let zero_from = |record: &'static str, from: usize| {
+            // OR-fold first (vectorizes); locate the byte only on the error path.
+            if header[from..].iter().fold(0, |acc, &b| acc | b) == 0 {
+                return Ok(());
+            }
+            let byte = from + header[from..].iter().position(|&b| b != 0).unwrap_or(0);
+            Err(SgxsErrorKind::ReservedNotZero { record, byte })
         };
         let chunk = |record: &'static str| {
             after.first_chunk::<CHUNK_SIZE>().ok_or(SgxsErrorKind::Truncated {
