@@ -55,8 +55,18 @@ fn main() {
     // The ratio the specification promises, measured in this process on the same bytes.
     let stream = enclave_stream(16);
     assert_eq!(sgxs::measure(&stream).unwrap().mrenclave, <[u8; 32]>::from(Sha256::digest(&stream)));
-    let measure = fastest(|| drop(black_box(sgxs::measure(black_box(&stream)))), 15);
-    let sha = fastest(|| drop(black_box(Sha256::digest(black_box(&stream)))), 15);
+    let measure = fastest(
+        || {
+            black_box(sgxs::measure(black_box(&stream)).ok());
+        },
+        15,
+    );
+    let sha = fastest(
+        || {
+            black_box(Sha256::digest(black_box(&stream)));
+        },
+        15,
+    );
     let mib = stream.len() as f64 / (1 << 20) as f64;
     println!(
         "MRENCLAVE over a 16 MiB enclave ({mib:.1} MiB measured): {:.0} MiB/s; raw SHA-256: {:.0} MiB/s; ratio {:.3} (goal >= 0.9)",

@@ -151,7 +151,8 @@ impl SgxLeaf0 {
 
     /// Decodes the sub-leaf; unknown EAX bits, ECX and EDX[31:16] must be zero.
     pub fn decode(r: CpuidResult) -> Result<Self, CpuidError> {
-        let reserved = |reg, mask: u32| if mask != 0 { Err(CpuidError::Reserved { subleaf: 0, reg, mask }) } else { Ok(()) };
+        let reserved =
+            |reg, mask: u32| if mask != 0 { Err(CpuidError::Reserved { subleaf: 0, reg, mask }) } else { Ok(()) };
         reserved("EAX", r.eax & !SgxLeafSupport::all().bits())?;
         reserved("ECX", r.ecx)?;
         reserved("EDX", r.edx & 0xFFFF_0000)?;
@@ -221,7 +222,7 @@ impl EpcSectionLeaf {
     /// Encodes the section's sub-leaf.
     pub fn encode(&self) -> Result<CpuidResult, CpuidError> {
         let fail = |reason| CpuidError::Unencodable { base: self.base, size: self.size, reason };
-        if self.base % 4096 != 0 || self.size % 4096 != 0 {
+        if !self.base.is_multiple_of(4096) || !self.size.is_multiple_of(4096) {
             return Err(fail("base and size must be 4 KiB aligned"));
         }
         if self.size == 0 {
@@ -247,7 +248,8 @@ impl EpcSectionLeaf {
 
     /// Decodes sub-leaf `subleaf` (≥ 2): `Ok(None)` for the type-0 terminator.
     pub fn decode(subleaf: u32, r: CpuidResult) -> Result<Option<Self>, CpuidError> {
-        let reserved = |reg, mask: u32| if mask != 0 { Err(CpuidError::Reserved { subleaf, reg, mask }) } else { Ok(()) };
+        let reserved =
+            |reg, mask: u32| if mask != 0 { Err(CpuidError::Reserved { subleaf, reg, mask }) } else { Ok(()) };
         match r.eax & 0xF {
             0 => {
                 reserved("EAX", r.eax)?;
@@ -283,12 +285,17 @@ mod tests {
 
     #[test]
     fn sgx_md_worked_examples() {
-        let a = EpcSectionLeaf { base: 0x8020_0000, size: 0x05D8_0000, property: EpcProperty::ConfidentialityIntegrity };
+        let a =
+            EpcSectionLeaf { base: 0x8020_0000, size: 0x05D8_0000, property: EpcProperty::ConfidentialityIntegrity };
         let r = a.encode().unwrap();
         assert_eq!(r.to_array(), [0x8020_0001, 0, 0x05D8_0001, 0]);
         assert_eq!(EpcSectionLeaf::decode(2, r), Ok(Some(a)));
 
-        let b = EpcSectionLeaf { base: 0x10_0000_0000, size: 0x1_0000_0000, property: EpcProperty::ConfidentialityIntegrity };
+        let b = EpcSectionLeaf {
+            base: 0x10_0000_0000,
+            size: 0x1_0000_0000,
+            property: EpcProperty::ConfidentialityIntegrity,
+        };
         assert_eq!(b.encode().unwrap().to_array(), [1, 0x10, 1, 1]);
         assert_eq!(EpcSectionLeaf::decode(3, EpcSectionLeaf::END), Ok(None));
     }
@@ -320,10 +327,24 @@ mod tests {
 
     #[test]
     fn section_decode_rejects_garbage() {
-        assert!(matches!(EpcSectionLeaf::decode(2, CpuidResult { eax: 2, ..Default::default() }), Err(CpuidError::UnknownType { .. })));
-        assert!(matches!(EpcSectionLeaf::decode(2, CpuidResult { eax: 0x1001, ecx: 0x1003, ..Default::default() }), Err(CpuidError::UnknownProperty { .. })));
-        assert!(matches!(EpcSectionLeaf::decode(2, CpuidResult { eax: 0x1011, ecx: 0x1001, ..Default::default() }), Err(CpuidError::Reserved { .. })));
-        assert!(matches!(EpcSectionLeaf::decode(2, CpuidResult { eax: 0, ebx: 1, ..Default::default() }), Err(CpuidError::Reserved { .. })));
-        assert!(EpcSectionLeaf { base: 0x1001, size: 0x1000, property: EpcProperty::ConfidentialityOnly }.encode().is_err());
+        assert!(matches!(
+            EpcSectionLeaf::decode(2, CpuidResult { eax: 2, ..Default::default() }),
+            Err(CpuidError::UnknownType { .. })
+        ));
+        assert!(matches!(
+            EpcSectionLeaf::decode(2, CpuidResult { eax: 0x1001, ecx: 0x1003, ..Default::default() }),
+            Err(CpuidError::UnknownProperty { .. })
+        ));
+        assert!(matches!(
+            EpcSectionLeaf::decode(2, CpuidResult { eax: 0x1011, ecx: 0x1001, ..Default::default() }),
+            Err(CpuidError::Reserved { .. })
+        ));
+        assert!(matches!(
+            EpcSectionLeaf::decode(2, CpuidResult { eax: 0, ebx: 1, ..Default::default() }),
+            Err(CpuidError::Reserved { .. })
+        ));
+        assert!(
+            EpcSectionLeaf { base: 0x1001, size: 0x1000, property: EpcProperty::ConfidentialityOnly }.encode().is_err()
+        );
     }
 }

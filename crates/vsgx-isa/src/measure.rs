@@ -19,9 +19,8 @@ pub const TAG_EEXTEND: u64 = 0x0044_4E45_5458_4545;
 /// Bytes measured by one EEXTEND.
 pub const EEXTEND_CHUNK: usize = 256;
 
-const SHA256_IV: [u32; 8] = [
-    0x6a09_e667, 0xbb67_ae85, 0x3c6e_f372, 0xa54f_f53a, 0x510e_527f, 0x9b05_688c, 0x1f83_d9ab, 0x5be0_cd19,
-];
+const SHA256_IV: [u32; 8] =
+    [0x6a09_e667, 0xbb67_ae85, 0x3c6e_f372, 0xa54f_f53a, 0x510e_527f, 0x9b05_688c, 0x1f83_d9ab, 0x5be0_cd19];
 
 /// The 64-byte ECREATE measurement block.
 pub fn ecreate_block(ssaframesize: u32, size: u64) -> [u8; 64] {

@@ -153,7 +153,7 @@ pub fn encode_date(year: u32, month: u32, day: u32) -> Result<u32, DateError> {
     let digits = year * 10000 + month * 100 + day;
     let mut value = 0u32;
     for shift in (0..8).rev() {
-        value = value << 4 | (digits / 10u32.pow(shift)) % 10;
+        value = (value << 4) | ((digits / 10u32.pow(shift)) % 10);
     }
     Ok(value)
 }
@@ -328,7 +328,7 @@ impl SigningKey {
         if bits != MODULUS_BITS {
             return Err(KeyError::ModulusSize(bits));
         }
-        if key.e().cmp_vartime(&BoxedUint::from(3u64)) != core::cmp::Ordering::Equal {
+        if key.e().cmp_vartime(BoxedUint::from(3u64)) != core::cmp::Ordering::Equal {
             let e = key.e().to_be_bytes_trimmed_vartime();
             let mut hex = String::from("0x");
             for b in e.iter() {

@@ -276,7 +276,8 @@ fn attribute_arguments_are_checked() {
     let dir = tempfile::tempdir().unwrap();
     let sign = |extra: &[&str]| {
         let mut cmd = vsgx();
-        cmd.env("SOURCE_DATE_EPOCH", "1700000000").args(["enclave", "sign", "--key"])
+        cmd.env("SOURCE_DATE_EPOCH", "1700000000")
+            .args(["enclave", "sign", "--key"])
             .arg(data("rsa3072-e3.pem"))
             .arg(testdata("fortanix-test-enclave.sgxs"))
             .arg("-o")
@@ -309,33 +310,34 @@ fn bad_sgxs_streams_are_named_and_located() {
     let ecreate = Record::Ecreate { ssaframesize: 1, size: 0x4000 };
     let eadd = |offset| Record::Eadd { offset, secinfo_flags: 0x201 };
     let cases: Vec<(PathBuf, &str)> = vec![
-        (stream(dir.path(), "eadd-first.sgxs", &[eadd(0)]), "record 0 at byte offset 0x0: the first record must be ECREATE, found EADD"),
+        (
+            stream(dir.path(), "eadd-first.sgxs", &[eadd(0)]),
+            "record 0 at byte offset 0x0: the first record must be ECREATE, found EADD",
+        ),
         (
             stream(dir.path(), "orphan-eextend.sgxs", &[ecreate, Record::Eextend { offset: 0, data: &chunk }]),
             "record 1 at byte offset 0x40: EEXTEND at offset 0x0 before any EADD",
         ),
         (
-            stream(dir.path(), "outside-page.sgxs", &[ecreate, eadd(0), Record::Eextend { offset: 0x1000, data: &chunk }]),
+            stream(
+                dir.path(),
+                "outside-page.sgxs",
+                &[ecreate, eadd(0), Record::Eextend { offset: 0x1000, data: &chunk }],
+            ),
             "record 2 at byte offset 0x80: EEXTEND offset 0x1000 is outside the page added by the preceding EADD (0x0)",
         ),
         (
             stream(dir.path(), "beyond-size.sgxs", &[ecreate, eadd(0), eadd(0x4000)]),
             "record 2 at byte offset 0x80: offset 0x4000 is outside the enclave (SIZE 0x4000)",
         ),
-        (
-            stream(dir.path(), "unsized.sgxs", &[Record::Unsized { ssaframesize: 1, size: 0 }]),
-            "UNSIZED record",
-        ),
+        (stream(dir.path(), "unsized.sgxs", &[Record::Unsized { ssaframesize: 1, size: 0 }]), "UNSIZED record"),
         (stream(dir.path(), "empty.sgxs", &[]), "the stream is empty"),
     ];
     for (path, message) in &cases {
-        vsgx()
-            .args(["enclave", "measure"])
-            .arg(path)
-            .assert()
-            .failure()
-            .stdout("")
-            .stderr(predicate::str::contains(path.file_name().unwrap().to_str().unwrap()).and(predicate::str::contains(*message)));
+        vsgx().args(["enclave", "measure"]).arg(path).assert().failure().stdout("").stderr(
+            predicate::str::contains(path.file_name().unwrap().to_str().unwrap())
+                .and(predicate::str::contains(*message)),
+        );
     }
 
     let mut truncated = std::fs::read(testdata("fortanix-test-enclave.sgxs")).unwrap();

@@ -21,10 +21,7 @@ fn no_crate_depends_on_a_higher_layer() {
     for (name, allowed) in ALLOWED {
         let manifest = std::fs::read_to_string(crates.join(name).join("Cargo.toml")).unwrap();
         // Only [dependencies] matter for the walls; dev-dependencies may cross-check.
-        let deps_section = manifest
-            .split("\n[")
-            .find(|s| s.starts_with("dependencies]"))
-            .unwrap_or("");
+        let deps_section = manifest.split("\n[").find(|s| s.starts_with("dependencies]")).unwrap_or("");
         for line in deps_section.lines().skip(1) {
             let dep = line.split(['=', ' ']).next().unwrap_or("").trim();
             if ALL.contains(&dep) {

@@ -72,7 +72,9 @@ pub enum SgxsErrorKind {
         offset: u64,
     },
     /// EADD offsets must strictly increase.
-    #[error("EADD offset {offset:#x} does not follow the previous EADD at {previous:#x} (offsets must strictly increase)")]
+    #[error(
+        "EADD offset {offset:#x} does not follow the previous EADD at {previous:#x} (offsets must strictly increase)"
+    )]
     EaddNotIncreasing {
         /// Page offset.
         offset: u64,

@@ -105,7 +105,11 @@ impl<'a> Reader<'a> {
     fn parse(&self) -> Result<Record<'a>, SgxsErrorKind> {
         let rest = &self.bytes[self.position..];
         let Some((header, after)) = rest.split_first_chunk::<BLOCK_SIZE>() else {
-            return Err(SgxsErrorKind::Truncated { record: "record header", needed: BLOCK_SIZE, available: rest.len() });
+            return Err(SgxsErrorKind::Truncated {
+                record: "record header",
+                needed: BLOCK_SIZE,
+                available: rest.len(),
+            });
         };
         let u64_at = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().unwrap_or([0; 8]));
         let u32_at = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().unwrap_or([0; 4]));

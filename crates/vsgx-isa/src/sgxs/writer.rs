@@ -107,24 +107,22 @@ impl SgxsWriter {
 }
 
 impl LoadPlan {
-    /// Serializes the plan back into a canonical SGXS stream. Chunks are written in the plan's
-    /// measured order; unmeasured non-zero chunks follow as UNMEASRD records.
+    /// Serializes the plan back into a canonical SGXS stream, chunk records in the plan's order
+    /// (so a plan parsed from a stream gives back exactly that stream). Non-canonical plans built
+    /// by hand are refused with the error the stream would have had.
     pub fn to_sgxs(&self) -> Result<Vec<u8>, SgxsError> {
         let mut w = SgxsWriter::new(self.ssaframesize, self.size)?;
         for page in &self.pages {
             w.push(&Record::Eadd { offset: page.offset, secinfo_flags: page.secinfo_flags })?;
-            let mut measured = 0u16;
-            for &chunk in &page.measured_chunks {
-                let at = chunk as usize;
-                if let Ok(data) = <&[u8; CHUNK_SIZE]>::try_from(&page.content[at..at + CHUNK_SIZE]) {
-                    w.push(&Record::Eextend { offset: page.offset + at as u64, data })?;
-                }
-                measured |= 1 << (at / CHUNK_SIZE);
-            }
-            for (i, data) in page.content.as_chunks::<CHUNK_SIZE>().0.iter().enumerate() {
-                if measured & (1 << i) == 0 && data.iter().any(|&b| b != 0) {
-                    w.push(&Record::Unmeasured { offset: page.offset + (i * CHUNK_SIZE) as u64, data })?;
-                }
+            for planned in &page.chunks {
+                let offset = page.offset.wrapping_add(planned.chunk.offset() as u64);
+                let data = page.chunk_data(planned.chunk);
+                let record = if planned.measured {
+                    Record::Eextend { offset, data }
+                } else {
+                    Record::Unmeasured { offset, data }
+                };
+                w.push(&record)?;
             }
         }
         Ok(w.finish())

@@ -7,9 +7,7 @@ use super::layout;
 
 /// Enclave attributes: FLAGS followed by XFRM (16 bytes).
 #[repr(C)]
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct Attributes {
     /// [`AttributesFlags`] bits.
     pub flags: u64,

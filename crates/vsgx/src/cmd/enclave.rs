@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use vsgx_isa::signing::{SigningKey, SigstructBody};
-use vsgx_isa::{Attributes, AttributesFlags, ArchStruct, Sigstruct, sgxs, xfrm_is_legal};
+use vsgx_isa::{ArchStruct, Attributes, AttributesFlags, Sigstruct, sgxs, xfrm_is_legal};
 
 use super::read_file;
 use crate::{date, numarg};
@@ -121,10 +121,15 @@ impl SignArgs {
         let attributes = Attributes { flags: self.attributes, xfrm: self.xfrm };
         let attributemask = Attributes { flags: self.attributes_mask, xfrm: self.xfrm_mask };
         if attributes.and(&attributemask).flags & AttributesFlags::INIT.bits() != 0 {
-            bail!("--attributes sets INIT (bit 0) under the mask; no enclave has INIT at EINIT, so it could never launch");
+            bail!(
+                "--attributes sets INIT (bit 0) under the mask; no enclave has INIT at EINIT, so it could never launch"
+            );
         }
         if !xfrm_is_legal(self.xfrm) {
-            bail!("--xfrm {:#x} is not a valid XCR0 value (x87 and SSE, bits 0 and 1, are required; see SGX.md §1.2)", self.xfrm);
+            bail!(
+                "--xfrm {:#x} is not a valid XCR0 value (x87 and SSE, bits 0 and 1, are required; see SGX.md §1.2)",
+                self.xfrm
+            );
         }
         let date = match self.date {
             Some(d) => d,
@@ -157,7 +162,8 @@ pub fn sign(args: &SignArgs) -> anyhow::Result<ExitCode> {
     let summary =
         sgxs::measure(&stream).with_context(|| format!("{} is not a loadable SGXS stream", args.file.display()))?;
     let sigstruct = key.sign(&body, summary.mrenclave)?;
-    std::fs::write(&args.output, sigstruct.bytes()).with_context(|| format!("cannot write {}", args.output.display()))?;
+    std::fs::write(&args.output, sigstruct.bytes())
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
     eprintln!(
         "signed {}: MRENCLAVE {} MRSIGNER {}",
         args.file.display(),
