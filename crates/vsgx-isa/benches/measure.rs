@@ -44,6 +44,15 @@ fn main() {
         group.throughput(Throughput::Bytes(stream.len() as u64));
         group.bench_function("sgxs_measure", |b| b.iter(|| sgxs::measure(black_box(&stream)).unwrap()));
         group.bench_function("raw_sha256", |b| b.iter(|| Sha256::digest(black_box(&stream))));
+        group.bench_function("validate_only", |b| {
+            b.iter(|| {
+                let mut v = sgxs::Validator::new();
+                for at in sgxs::Reader::new(black_box(&stream)) {
+                    v.check(&at.unwrap()).unwrap();
+                }
+                v.pages()
+            })
+        });
         if mib == 1 {
             let plan = LoadPlan::from_sgxs(&stream).unwrap();
             group.bench_function("load_plan_eextend_path", |b| b.iter(|| black_box(&plan).mrenclave()));

@@ -55,31 +55,22 @@ pub struct SgxsSummary {
 
 /// Validates a whole stream and computes its MRENCLAVE without materializing pages.
 ///
-/// Measured records are contiguous in the stream, so runs of them are hashed straight from the
-/// input, 64 KiB per call: this costs little more than SHA-256 of the measured bytes.
+/// Each measured record is hashed straight from the input right after it is validated: its bytes
+/// are then in cache and the hardware prefetcher streams the next ones while SHA-256 computes, so
+/// this costs little more than hashing the measured bytes (SPECIFICATION.md S-ISA-1; hashing the
+/// stream in one pass after validating it was measurably slower, ~0.90 vs ~0.94 of raw SHA-256).
 pub fn measure(bytes: &[u8]) -> Result<SgxsSummary, SgxsError> {
     let mut validator = Validator::new();
     let mut measurement = Measurement::new();
-    let mut run_start: Option<usize> = None;
     for item in Reader::new(bytes) {
         let at = item?;
         validator.check(&at)?;
-        match (at.record.is_measured(), run_start) {
-            (true, None) => run_start = Some(at.position),
-            // Hash long runs while their bytes are still in cache from validation.
-            (true, Some(start)) if at.position - start >= HASH_RUN_BYTES => {
-                hash_run(&mut measurement, &bytes[start..at.position]);
-                run_start = Some(at.position);
-            }
-            (false, Some(start)) => {
-                hash_run(&mut measurement, &bytes[start..at.position]);
-                run_start = None;
-            }
-            _ => {}
+        if at.record.is_measured() {
+            let record = &bytes[at.position..at.position + at.record.encoded_len()];
+            // Every record is a whole number of 64-byte blocks.
+            let complete = measurement.update_bytes(record);
+            debug_assert!(complete.is_some(), "records are whole blocks");
         }
-    }
-    if let Some(start) = run_start {
-        hash_run(&mut measurement, &bytes[start..]);
     }
     let header = validator.finish(bytes.len())?;
     Ok(SgxsSummary {
@@ -90,15 +81,6 @@ pub fn measure(bytes: &[u8]) -> Result<SgxsSummary, SgxsError> {
         measured_chunks: validator.measured_chunks(),
         unmeasured_chunks: validator.unmeasured_chunks(),
     })
-}
-
-/// Measured bytes hashed per call: small enough to stay in L2 between validation and hashing.
-const HASH_RUN_BYTES: usize = 64 * 1024;
-
-fn hash_run(measurement: &mut Measurement, run: &[u8]) {
-    // Every record is a whole number of 64-byte blocks, so a run of records is too.
-    let complete = measurement.update_bytes(run);
-    debug_assert!(complete.is_some(), "records are whole blocks");
 }
 
 #[cfg(test)]
