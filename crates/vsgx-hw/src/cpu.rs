@@ -1,0 +1,316 @@
+//! Bare-metal logical processors: software running directly on the platform (DESIGN §3).
+//!
+//! A [`BareMetalCpu`] implements `vsgx_isa::cpu::Cpu`: CPUID from the platform, per-processor
+//! IA32_FEATURE_CONTROL and launch-enclave hash MSRs, CR3/CR0.PG/CPL as an OS sets them, a 4-level
+//! page walk (4 KiB and 2 MiB pages) of page tables kept in the platform's RAM for every linear
+//! address, abort-page semantics for non-enclave accesses to EPC, and ENCLS/ENCLV dispatch.
+//!
+//! Enclave execution (ENCLU[EENTER]/[ERESUME]) is not part of this platform model yet: those two
+//! leaves answer #UD here until the enclave executor lands. Enclave-mode leaves are reachable
+//! through [`crate::leaves::EnclaveMode`].
+
+use std::sync::Arc;
+
+use vsgx_isa::cpu::{Cpl, Cpu, EnclaveExit, Exception, Gprs, InterruptLine, pfec};
+use vsgx_isa::cpuid::CpuidResult;
+use vsgx_isa::leaf::Enclu;
+use vsgx_isa::msr::{self, FeatureControl, INTEL_LE_PUBKEY_HASH};
+
+use crate::leaves::{self, Access, OperandAccess, Target};
+use crate::platform::Platform;
+
+const PTE_P: u64 = 1 << 0;
+const PTE_RW: u64 = 1 << 1;
+const PTE_US: u64 = 1 << 2;
+const PTE_PS: u64 = 1 << 7;
+const PTE_ADDR: u64 = 0x000F_FFFF_FFFF_F000;
+
+/// One logical processor of a [`Platform`], running software directly (no hypervisor).
+#[derive(Debug)]
+pub struct BareMetalCpu {
+    platform: Arc<Platform>,
+    cr3: u64,
+    paging: bool,
+    cpl: Cpl,
+    vmx_root: bool,
+    feature_control: u64,
+    lehash: [u64; 4],
+    interrupt: Arc<InterruptLine>,
+    reset_epoch: u64,
+}
+
+impl BareMetalCpu {
+    /// A logical processor in its reset state: ring 0, paging off, firmware FEATURE_CONTROL,
+    /// Intel's launch-enclave hash.
+    pub fn new(platform: Arc<Platform>) -> Self {
+        let reset_epoch = platform.reset_epoch();
+        let mut cpu = Self {
+            platform,
+            cr3: 0,
+            paging: false,
+            cpl: Cpl::Ring0,
+            vmx_root: false,
+            feature_control: 0,
+            lehash: [0; 4],
+            interrupt: InterruptLine::new(),
+            reset_epoch,
+        };
+        cpu.reset_msrs();
+        cpu
+    }
+
+    /// The platform this processor belongs to.
+    pub fn platform(&self) -> &Arc<Platform> {
+        &self.platform
+    }
+
+    /// VMXON/VMXOFF: ENCLV is only legal in VMX root operation (a hypervisor's processor).
+    pub fn set_vmx_root(&mut self, on: bool) {
+        self.vmx_root = on;
+    }
+
+    fn reset_msrs(&mut self) {
+        self.feature_control = self.platform.config().feature_control_reset_value();
+        self.lehash = msr::lehash_to_msrs(&INTEL_LE_PUBKEY_HASH);
+    }
+
+    /// Applies a power cycle that happened since this processor last ran.
+    fn sync_power(&mut self) {
+        let epoch = self.platform.reset_epoch();
+        if epoch != self.reset_epoch {
+            self.reset_epoch = epoch;
+            self.reset_msrs();
+        }
+    }
+
+    fn fc(&self) -> FeatureControl {
+        FeatureControl::from_bits_retain(self.feature_control)
+    }
+
+    fn read_phys_u64(&self, addr: u64) -> u64 {
+        let mut b = [0u8; 8];
+        self.read_phys(addr, &mut b);
+        u64::from_le_bytes(b)
+    }
+
+    /// Physical read: RAM, else all ones (EPC abort page, or nothing there).
+    fn read_phys(&self, addr: u64, buf: &mut [u8]) {
+        if self.platform.ram().read(addr, buf).is_err() {
+            buf.fill(0xFF);
+        }
+    }
+
+    /// Physical write: RAM, else dropped.
+    fn write_phys(&self, addr: u64, data: &[u8]) {
+        let _ = self.platform.ram().write(addr, data);
+    }
+
+    /// Walks the 4-level page tables at CR3 for `linear`; returns the physical address.
+    pub fn walk(&self, linear: u64, access: Access) -> Result<u64, Exception> {
+        if !self.paging {
+            return Ok(linear);
+        }
+        let user = self.cpl == Cpl::Ring3;
+        let write = access == Access::Write;
+        let fault = |present: bool| {
+            let mut code = if present { pfec::P } else { 0 };
+            if write {
+                code |= pfec::W;
+            }
+            if user {
+                code |= pfec::US;
+            }
+            Exception::PageFault { linear, error_code: code }
+        };
+        let top = linear >> 47;
+        if top != 0 && top != (1 << 17) - 1 {
+            return Err(Exception::GP0);
+        }
+        let mut table = self.cr3 & PTE_ADDR;
+        for level in (0..4).rev() {
+            let index = (linear >> (12 + 9 * level)) & 0x1FF;
+            let entry = self.read_phys_u64(table + index * 8);
+            if entry & PTE_P == 0 {
+                return Err(fault(false));
+            }
+            if (write && entry & PTE_RW == 0) || (user && entry & PTE_US == 0) {
+                return Err(fault(true));
+            }
+            if level == 1 && entry & PTE_PS != 0 {
+                return Ok((entry & PTE_ADDR & !0x1F_FFFF) | (linear & 0x1F_FFFF));
+            }
+            table = entry & PTE_ADDR;
+        }
+        Ok(table | (linear & 0xFFF))
+    }
+
+    fn target(&self, phys: u64) -> Target {
+        if self.platform.epc().contains(phys) { Target::Epc(phys) } else { Target::Memory(phys) }
+    }
+}
+
+impl OperandAccess for BareMetalCpu {
+    fn translate(&mut self, linear: u64, access: Access) -> Result<Target, Exception> {
+        Ok(self.target(self.walk(linear, access)?))
+    }
+
+    fn read_memory(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), Exception> {
+        self.read_phys(addr, buf);
+        Ok(())
+    }
+
+    fn write_memory(&mut self, addr: u64, data: &[u8]) -> Result<(), Exception> {
+        self.write_phys(addr, data);
+        Ok(())
+    }
+
+    fn cpl(&self) -> Cpl {
+        self.cpl
+    }
+
+    fn lehash(&self) -> [u8; 32] {
+        msr::msrs_to_lehash(&self.lehash)
+    }
+}
+
+impl Cpu for BareMetalCpu {
+    fn cpuid(&mut self, leaf: u32, subleaf: u32) -> CpuidResult {
+        self.platform.cpuid(leaf, subleaf)
+    }
+
+    fn rdmsr(&mut self, msr: u32) -> Result<u64, Exception> {
+        self.sync_power();
+        match msr {
+            msr::IA32_FEATURE_CONTROL => Ok(self.feature_control),
+            msr::IA32_SGXLEPUBKEYHASH0..=msr::IA32_SGXLEPUBKEYHASH3 if self.platform.capabilities().flc => {
+                Ok(self.lehash[(msr - msr::IA32_SGXLEPUBKEYHASH0) as usize])
+            }
+            _ => Err(Exception::GP0),
+        }
+    }
+
+    fn wrmsr(&mut self, msr: u32, value: u64) -> Result<(), Exception> {
+        self.sync_power();
+        match msr {
+            msr::IA32_FEATURE_CONTROL => {
+                let mut writable = FeatureControl::LOCK | FeatureControl::SGX_ENABLE;
+                if self.platform.capabilities().flc {
+                    writable |= FeatureControl::SGX_LC;
+                }
+                if self.fc().contains(FeatureControl::LOCK) || value & !writable.bits() != 0 {
+                    return Err(Exception::GP0);
+                }
+                self.feature_control = value;
+                Ok(())
+            }
+            msr::IA32_SGXLEPUBKEYHASH0..=msr::IA32_SGXLEPUBKEYHASH3 => {
+                let fc = self.fc();
+                if !self.platform.capabilities().flc || !fc.contains(FeatureControl::LOCK | FeatureControl::SGX_LC) {
+                    return Err(Exception::GP0);
+                }
+                self.lehash[(msr - msr::IA32_SGXLEPUBKEYHASH0) as usize] = value;
+                Ok(())
+            }
+            _ => Err(Exception::GP0),
+        }
+    }
+
+    fn encls(&mut self, regs: &mut Gprs) -> Result<(), Exception> {
+        self.sync_power();
+        if self.cpl != Cpl::Ring0 {
+            return Err(Exception::InvalidOpcode);
+        }
+        let platform = Arc::clone(&self.platform);
+        let leaf = leaves::encls_leaf(&platform, regs.rax, self.fc().sgx_usable(), self.paging)?;
+        leaves::execute_encls(&platform, self, leaf, regs)
+    }
+
+    fn enclu(&mut self, regs: &mut Gprs) -> Result<EnclaveExit, Exception> {
+        self.sync_power();
+        if self.cpl != Cpl::Ring3 {
+            return Err(Exception::InvalidOpcode);
+        }
+        if !self.fc().sgx_usable() || !self.paging {
+            return Err(Exception::GP0);
+        }
+        match Enclu::from_u32(regs.rax as u32) {
+            // Not in enclave mode: every enclave-mode leaf is #GP(0).
+            Some(leaf) if leaf.requires_enclave_mode() => Err(Exception::GP0),
+            // Enclave execution is the executor's (not yet part of this model): see module docs.
+            Some(_) => Err(Exception::InvalidOpcode),
+            None => Err(Exception::GP0),
+        }
+    }
+
+    fn enclv(&mut self, regs: &mut Gprs) -> Result<(), Exception> {
+        self.sync_power();
+        if !self.platform.capabilities().enclv || !self.vmx_root || self.cpl != Cpl::Ring0 {
+            return Err(Exception::InvalidOpcode);
+        }
+        if !self.fc().sgx_usable() || !self.paging {
+            return Err(Exception::GP0);
+        }
+        let platform = Arc::clone(&self.platform);
+        leaves::execute_enclv(&platform, self, regs)
+    }
+
+    fn read(&mut self, linear: u64, buf: &mut [u8]) -> Result<(), Exception> {
+        let mut done = 0;
+        while done < buf.len() {
+            let la = linear.wrapping_add(done as u64);
+            let n = (4096 - (la & 0xFFF) as usize).min(buf.len() - done);
+            match self.translate(la, Access::Read)? {
+                Target::Epc(_) => buf[done..done + n].fill(0xFF),
+                Target::Memory(pa) => self.read_phys(pa, &mut buf[done..done + n]),
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, linear: u64, data: &[u8]) -> Result<(), Exception> {
+        // Translate every page first so a fault leaves memory untouched.
+        let mut targets = Vec::new();
+        let mut done = 0;
+        while done < data.len() {
+            let la = linear.wrapping_add(done as u64);
+            let n = (4096 - (la & 0xFFF) as usize).min(data.len() - done);
+            targets.push((self.translate(la, Access::Write)?, done, n));
+            done += n;
+        }
+        for (target, at, n) in targets {
+            if let Target::Memory(pa) = target {
+                self.write_phys(pa, &data[at..at + n]);
+            }
+        }
+        Ok(())
+    }
+
+    fn set_cr3(&mut self, cr3: u64) {
+        self.cr3 = cr3;
+    }
+
+    fn cr3(&self) -> u64 {
+        self.cr3
+    }
+
+    fn set_paging(&mut self, enabled: bool) {
+        self.paging = enabled;
+    }
+
+    fn paging(&self) -> bool {
+        self.paging
+    }
+
+    fn set_cpl(&mut self, cpl: Cpl) {
+        self.cpl = cpl;
+    }
+
+    fn cpl(&self) -> Cpl {
+        self.cpl
+    }
+
+    fn interrupt_line(&self) -> Arc<InterruptLine> {
+        Arc::clone(&self.interrupt)
+    }
+}
