@@ -190,9 +190,9 @@ pub enum ConfigError {
 /// Feature switches and enumerated limits (CPUID.7.0 and 12H, FEATURE_CONTROL). SGX1 is always on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Features {
-    /// SGX2 leaves (CPUID.12H.0:EAX[1]).
+    /// SGX2 leaves (`CPUID.12H.0:EAX[1]`).
     pub sgx2: bool,
-    /// Flexible launch control: the LE hash MSRs exist (CPUID.7.0:ECX[30]).
+    /// Flexible launch control: the LE hash MSRs exist (`CPUID.7.0:ECX[30]`).
     pub flc: bool,
     /// Firmware leaves FEATURE_CONTROL.SGX_LC set, so the hash MSRs are writable. Needs `flc`.
     pub lc_writable: bool,
@@ -200,15 +200,15 @@ pub struct Features {
     pub kss: bool,
     /// AEX-Notify (ATTRIBUTES bit 10 settable).
     pub aexnotify: bool,
-    /// ENCLV leaves (CPUID.12H.0:EAX[5]).
+    /// ENCLV leaves (`CPUID.12H.0:EAX[5]`).
     pub enclv: bool,
-    /// ETRACKC, ERDINFO, ELDBC, ELDUC (CPUID.12H.0:EAX[6]).
+    /// ETRACKC, ERDINFO, ELDBC, ELDUC (`CPUID.12H.0:EAX[6]`).
     pub encls_c: bool,
-    /// MISCSELECT.EXINFO supported (CPUID.12H.0:EBX[0]).
+    /// MISCSELECT.EXINFO supported (`CPUID.12H.0:EBX[0]`).
     pub exinfo: bool,
-    /// log2 of the maximum enclave size in 64-bit mode (CPUID.12H.0:EDX[15:8]).
+    /// log2 of the maximum enclave size in 64-bit mode (`CPUID.12H.0:EDX[15:8]`).
     pub max_enclave_size_64: u8,
-    /// log2 of the maximum enclave size outside 64-bit mode (CPUID.12H.0:EDX[7:0]).
+    /// log2 of the maximum enclave size outside 64-bit mode (`CPUID.12H.0:EDX[7:0]`).
     pub max_enclave_size_32: u8,
     /// Settable XFRM bits (CPUID.12H.1:ECX/EDX), in XCR0 layout.
     pub xfrm_mask: u64,
@@ -392,7 +392,7 @@ impl PlatformConfig {
             base = base
                 .saturating_add(size)
                 .checked_next_multiple_of(EPC_SECTION_ALIGN)
-                .unwrap_or(u64::MAX & !(EPC_SECTION_ALIGN - 1));
+                .unwrap_or(!(EPC_SECTION_ALIGN - 1));
             layout
         })
     }

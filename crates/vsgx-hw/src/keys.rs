@@ -279,7 +279,7 @@ pub const KEYREQUEST_RESERVED: [core::ops::Range<usize>; 2] = [6..8, 78..512];
 
 /// EGETKEY's checks and key dependencies (steps 2–3 of §6.19 and the §8.1 table), without deriving.
 ///
-/// Check order: reserved bytes and KEYPOLICY[15:6] (#GP); KSS-only inputs without KSS (#GP); then per
+/// Check order: reserved bytes and `KEYPOLICY[15:6]` (#GP); KSS-only inputs without KSS (#GP); then per
 /// key: KEYNAME (256), attribute gate (2), CPUSVN (32), ISVSVN (64), and for SEAL CONFIGSVN (64).
 pub fn egetkey_dependencies(
     req: &Keyrequest,

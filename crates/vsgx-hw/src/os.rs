@@ -62,13 +62,16 @@ fn fault(leaf: &'static str) -> impl Fn(Exception) -> OsError {
 pub struct SimpleOs<C: Cpu> {
     cpu: C,
     ram_bytes: u64,
+    pml4: u64,
+    next_table: u64,
     next_ram: u64,
     epc: Vec<(u64, u64)>,
     free_epc: Vec<u64>,
     next_epc: (usize, u64),
 }
 
-/// An enclave built by [`SimpleOs::build`], not yet initialized.
+/// An enclave built by [`SimpleOs::build`], not yet initialized. Its pages are mapped at
+/// `base + offset` in the current address space.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuiltEnclave {
     /// Linear (= physical) address of the SECS EPC page.
@@ -99,8 +102,10 @@ impl<C: Cpu> SimpleOs<C> {
         }
         cpu.set_paging(false);
         cpu.set_cpl(Cpl::Ring0);
-        let mut os = Self { cpu, ram_bytes, next_ram: 0x1000, epc, free_epc: Vec::new(), next_epc: (0, 0) };
+        let mut os =
+            Self { cpu, ram_bytes, pml4: 0, next_table: 0x1000, next_ram: SCRATCH, epc, free_epc: Vec::new(), next_epc: (0, 0) };
         let pml4 = os.alloc_table()?;
+        os.pml4 = pml4;
         let mut regions = vec![(0, ram_bytes.next_multiple_of(1 << 21))];
         regions.extend(os.epc.iter().map(|&(b, s)| (b & !0x1F_FFFF, (b + s).next_multiple_of(1 << 21))));
         for (start, end) in regions {
@@ -110,18 +115,17 @@ impl<C: Cpu> SimpleOs<C> {
                 la += 1 << 21;
             }
         }
-        os.next_ram = os.next_ram.max(SCRATCH);
         os.cpu.set_cr3(pml4);
         os.cpu.set_paging(true);
         Ok(os)
     }
 
     fn alloc_table(&mut self) -> Result<u64, OsError> {
-        let t = self.next_ram;
+        let t = self.next_table;
         if t + 4096 > SCRATCH.min(self.ram_bytes) {
             return Err(OsError::OutOfRam { needed: t + 4096, ram: self.ram_bytes });
         }
-        self.next_ram += 4096;
+        self.next_table += 4096;
         self.cpu.write(t, &[0; 4096]).map_err(fault("page-table write"))?;
         Ok(t)
     }
@@ -143,6 +147,16 @@ impl<C: Cpu> SimpleOs<C> {
         let pd = self.entry(pdpt, (la >> 30) & 0x1FF)?;
         let pde = la | FLAGS | PTE_PS;
         self.cpu.write(pd + ((la >> 21) & 0x1FF) * 8, &pde.to_le_bytes()).map_err(fault("page-table write"))
+    }
+
+    /// Maps the 4 KiB page at linear `la` to physical `pa` (user, writable), as an OS maps an
+    /// enclave's ELRANGE onto its EPC pages.
+    pub fn map_page(&mut self, la: u64, pa: u64) -> Result<(), OsError> {
+        let pdpt = self.entry(self.pml4, (la >> 39) & 0x1FF)?;
+        let pd = self.entry(pdpt, (la >> 30) & 0x1FF)?;
+        let pt = self.entry(pd, (la >> 21) & 0x1FF)?;
+        let pte = (pa & !0xFFF) | FLAGS;
+        self.cpu.write(pt + ((la >> 12) & 0x1FF) * 8, &pte.to_le_bytes()).map_err(fault("page-table write"))
     }
 
     /// The processor.
@@ -234,6 +248,7 @@ impl<C: Cpu> SimpleOs<C> {
                 self.encls(Encls::Eextend, secs_epc, epc + chunk.offset() as u64, 0).map_err(fault("EEXTEND"))?;
             }
             self.reset_scratch();
+            self.map_page(base + page.offset, epc)?;
             pages.push(epc);
         }
         Ok(BuiltEnclave { secs: secs_epc, base, pages })

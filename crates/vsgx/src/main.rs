@@ -52,6 +52,19 @@ enum EnclaveCommand {
     },
     /// Sign an enclave: write its SIGSTRUCT (1808 bytes). Same inputs always give the same bytes.
     Sign(cmd::enclave::SignArgs),
+    /// Build an enclave on a fresh embedded bare-metal platform (ECREATE/EADD/EEXTEND, as an OS
+    /// would), set the launch hash MSRs to its signer as Linux does, and run EINIT.
+    /// Exit status: 0 EINIT succeeded, 1 EINIT returned an error (or the build faulted),
+    /// 2 the inputs cannot be read.
+    VerifyLaunch {
+        /// The enclave's SGXS stream.
+        image: PathBuf,
+        /// Its SIGSTRUCT.
+        sig: PathBuf,
+        /// Print JSON: einit, code, mrenclave, mrsigner, isvprodid, isvsvn (and fault).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,6 +86,9 @@ fn main() -> ExitCode {
         Command::Enclave(EnclaveCommand::Measure { file, json }) => cmd::enclave::measure(&file, json),
         Command::Enclave(EnclaveCommand::Keygen { output, force }) => cmd::enclave::keygen(&output, force),
         Command::Enclave(EnclaveCommand::Sign(args)) => cmd::enclave::sign(&args),
+        Command::Enclave(EnclaveCommand::VerifyLaunch { image, sig, json }) => {
+            cmd::launch::verify_launch(&image, &sig, json)
+        }
         Command::Sigstruct(SigstructCommand::Show { file, json }) => cmd::sigstruct::show(&file, json),
     };
     match result {

@@ -369,3 +369,77 @@ fn bad_sgxs_streams_are_named_and_located() {
         .failure()
         .stderr(predicate::str::contains("unknown.sgxs is not a loadable SGXS stream"));
 }
+
+#[test]
+fn verify_launch_runs_einit_on_a_fresh_platform() {
+    let v = json_of(
+        vsgx()
+            .args(["enclave", "verify-launch", "--json"])
+            .arg(testdata("fortanix-test-enclave.sgxs"))
+            .arg(testdata("fortanix-test-enclave.sig")),
+        0,
+    );
+    assert_eq!(v["einit"], "SGX_SUCCESS");
+    assert_eq!(v["code"], 0);
+    assert_eq!(v["mrenclave"], MRENCLAVE);
+    assert_eq!(v["mrsigner"], MRSIGNER);
+    assert_eq!(v["isvprodid"], 0xFFFF);
+    assert_eq!(v["isvsvn"], 0);
+
+    let dir = tempfile::tempdir().unwrap();
+    // One flipped measured byte (data of the first EEXTEND) → SGX_INVALID_MEASUREMENT.
+    let mut stream = std::fs::read(testdata("fortanix-test-enclave.sgxs")).unwrap();
+    stream[200] ^= 1;
+    let flipped = dir.path().join("flipped.sgxs");
+    std::fs::write(&flipped, &stream).unwrap();
+    let v = json_of(
+        vsgx().args(["enclave", "verify-launch", "--json"]).arg(&flipped).arg(testdata("fortanix-test-enclave.sig")),
+        1,
+    );
+    assert_eq!(v["einit"], "SGX_INVALID_MEASUREMENT");
+    assert_eq!(v["code"], 4);
+
+    // A corrupted signature → SGX_INVALID_SIGNATURE.
+    let bad_sig = mutated_sig(dir.path(), |b| b[600] ^= 1);
+    let v = json_of(
+        vsgx().args(["enclave", "verify-launch", "--json"]).arg(testdata("fortanix-test-enclave.sgxs")).arg(&bad_sig),
+        1,
+    );
+    assert_eq!(v["einit"], "SGX_INVALID_SIGNATURE");
+    assert_eq!(v["code"], 8);
+
+    // Our own signature launches too: under FLC the loader points the hash MSRs at its signer.
+    let ours = dir.path().join("ours.sig");
+    vsgx()
+        .args(["enclave", "sign", "--date", "20260101", "--key"])
+        .arg(data("rsa3072-e3.pem"))
+        .arg(testdata("fortanix-test-enclave.sgxs"))
+        .arg("-o")
+        .arg(&ours)
+        .assert()
+        .success();
+    vsgx()
+        .args(["enclave", "verify-launch"])
+        .arg(testdata("fortanix-test-enclave.sgxs"))
+        .arg(&ours)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("EINIT      SGX_SUCCESS (0)"));
+
+    // Unreadable inputs → 2.
+    vsgx()
+        .args(["enclave", "verify-launch"])
+        .arg(dir.path().join("missing.sgxs"))
+        .arg(testdata("fortanix-test-enclave.sig"))
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("missing.sgxs"));
+    let short = mutated_sig(dir.path(), |b| b.truncate(100));
+    vsgx()
+        .args(["enclave", "verify-launch"])
+        .arg(testdata("fortanix-test-enclave.sgxs"))
+        .arg(&short)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("1808"));
+}

@@ -1,6 +1,7 @@
 //! One module per command group.
 
 pub mod enclave;
+pub mod launch;
 pub mod sigstruct;
 
 use std::path::Path;
