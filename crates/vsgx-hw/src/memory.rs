@@ -9,11 +9,14 @@ use parking_lot::RwLock;
 
 const SHARDS: usize = 64;
 
+/// One shard of RAM: page number → page.
+type Shard = RwLock<HashMap<u64, Box<[u8; 4096]>>>;
+
 /// Sparse physical RAM `[0, size)`.
 #[derive(Debug)]
 pub struct Ram {
     size: u64,
-    shards: Box<[RwLock<HashMap<u64, Box<[u8; 4096]>>>]>,
+    shards: Box<[Shard]>,
 }
 
 /// An access outside RAM.
@@ -39,7 +42,7 @@ impl Ram {
         self.size
     }
 
-    fn shard(&self, page: u64) -> &RwLock<HashMap<u64, Box<[u8; 4096]>>> {
+    fn shard(&self, page: u64) -> &Shard {
         &self.shards[(page as usize) % SHARDS]
     }
 

@@ -62,6 +62,7 @@ fn fault(leaf: &'static str) -> impl Fn(Exception) -> OsError {
 pub struct SimpleOs<C: Cpu> {
     cpu: C,
     ram_bytes: u64,
+    window: std::ops::Range<u64>,
     pml4: u64,
     next_table: u64,
     next_ram: u64,
@@ -82,13 +83,20 @@ pub struct BuiltEnclave {
     pub pages: Vec<u64>,
 }
 
-/// Start of the scratch area in RAM (below it: page tables).
-const SCRATCH: u64 = 0x40_0000;
+/// Bytes at the start of the RAM window reserved for page tables (scratch memory follows).
+const TABLES: u64 = 0x40_0000;
 
 impl<C: Cpu> SimpleOs<C> {
     /// Boots: identity-maps RAM and every EPC section with 2 MiB pages (user, writable), enables
-    /// paging, runs at ring 0.
-    pub fn boot(mut cpu: C, ram_bytes: u64) -> Result<Self, OsError> {
+    /// paging, runs at ring 0. Page tables and scratch memory use all of RAM.
+    pub fn boot(cpu: C, ram_bytes: u64) -> Result<Self, OsError> {
+        Self::boot_in(cpu, ram_bytes, 0..ram_bytes)
+    }
+
+    /// Boots like [`Self::boot`], keeping page tables and scratch memory inside `window` (several
+    /// OS instances on one platform's RAM, one per logical processor, must not share them).
+    /// The first 4 MiB of the window hold page tables.
+    pub fn boot_in(mut cpu: C, ram_bytes: u64, window: std::ops::Range<u64>) -> Result<Self, OsError> {
         let mut epc = Vec::new();
         for sub in 2.. {
             let r = cpu.cpuid(0x12, sub);
@@ -102,8 +110,18 @@ impl<C: Cpu> SimpleOs<C> {
         }
         cpu.set_paging(false);
         cpu.set_cpl(Cpl::Ring0);
-        let mut os =
-            Self { cpu, ram_bytes, pml4: 0, next_table: 0x1000, next_ram: SCRATCH, epc, free_epc: Vec::new(), next_epc: (0, 0) };
+        let start = window.start.next_multiple_of(4096).max(0x1000);
+        let mut os = Self {
+            cpu,
+            ram_bytes,
+            pml4: 0,
+            next_table: start,
+            next_ram: start + TABLES,
+            window: start..window.end.min(ram_bytes),
+            epc,
+            free_epc: Vec::new(),
+            next_epc: (0, 0),
+        };
         let pml4 = os.alloc_table()?;
         os.pml4 = pml4;
         let mut regions = vec![(0, ram_bytes.next_multiple_of(1 << 21))];
@@ -122,7 +140,7 @@ impl<C: Cpu> SimpleOs<C> {
 
     fn alloc_table(&mut self) -> Result<u64, OsError> {
         let t = self.next_table;
-        if t + 4096 > SCRATCH.min(self.ram_bytes) {
+        if t + 4096 > (self.window.start + TABLES).min(self.window.end) {
             return Err(OsError::OutOfRam { needed: t + 4096, ram: self.ram_bytes });
         }
         self.next_table += 4096;
@@ -168,7 +186,7 @@ impl<C: Cpu> SimpleOs<C> {
     pub fn scratch(&mut self, bytes: &[u8], align: u64) -> Result<u64, OsError> {
         let at = self.next_ram.next_multiple_of(align.max(1));
         let end = at + bytes.len() as u64;
-        if end > self.ram_bytes {
+        if end > self.window.end {
             return Err(OsError::OutOfRam { needed: end, ram: self.ram_bytes });
         }
         self.cpu.write(at, bytes).map_err(fault("memory write"))?;
@@ -176,9 +194,17 @@ impl<C: Cpu> SimpleOs<C> {
         Ok(at)
     }
 
+    /// Restricts the EPC allocator to `[base, base + size)` (several OS instances on one platform,
+    /// each on its own logical processor, then never hand out the same page).
+    pub fn limit_epc(&mut self, base: u64, size: u64) {
+        self.epc = vec![(base, size)];
+        self.free_epc.clear();
+        self.next_epc = (0, 0);
+    }
+
     /// Releases all scratch memory (operands are consumed by the time a leaf returns).
     pub fn reset_scratch(&mut self) {
-        self.next_ram = SCRATCH;
+        self.next_ram = self.window.start + TABLES;
     }
 
     /// Total EPC pages enumerated.

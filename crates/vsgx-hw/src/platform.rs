@@ -65,6 +65,21 @@ impl Capabilities {
     }
 }
 
+/// EPC pages by EPCM state (see [`Platform::census`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Census {
+    /// All EPC pages.
+    pub total: u64,
+    /// Valid pages.
+    pub valid: u64,
+    /// Valid SECS pages.
+    pub secs: u64,
+    /// Valid REG/TCS/TRIM pages.
+    pub children: u64,
+    /// Valid VA pages.
+    pub va: u64,
+}
+
 /// Where platform secrets come from: the OS RNG, or a seed (deterministic platforms for tests).
 #[derive(Debug)]
 enum SecretSource {
@@ -246,6 +261,43 @@ impl Platform {
             slot.release();
         });
         self.power_epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Counts EPC pages by EPCM state and checks the EPCM invariants: every valid child page
+    /// belongs to a valid SECS, and every SECS's stored child count equals its valid children.
+    /// Used by stress tests and by the hypervisor's accounting checks.
+    pub fn census(&self) -> Result<Census, String> {
+        use std::collections::HashMap;
+        let mut census = Census { total: self.epc.total_pages() as u64, ..Census::default() };
+        let mut secs_counts: HashMap<u32, u64> = HashMap::new();
+        let mut children: HashMap<u32, u64> = HashMap::new();
+        self.epc.for_each_allocated(|page, slot| {
+            let e = slot.epcm;
+            if !e.valid() {
+                return;
+            }
+            census.valid += 1;
+            match e.page_type() {
+                vsgx_isa::PageType::Secs => {
+                    census.secs += 1;
+                    secs_counts.insert(page.0, crate::leaves::secs_child_count(slot.data()));
+                }
+                vsgx_isa::PageType::Va => census.va += 1,
+                _ => *children.entry(e.secs().0).or_default() += 1,
+            }
+        });
+        for (secs, n) in &children {
+            match secs_counts.get(secs) {
+                Some(stored) if stored == n => {}
+                Some(stored) => return Err(format!("SECS page {secs}: child count {stored}, {n} valid children")),
+                None => return Err(format!("{n} valid child pages belong to page {secs}, which is not a valid SECS")),
+            }
+        }
+        if let Some((secs, stored)) = secs_counts.iter().find(|(s, n)| **n != 0 && !children.contains_key(s)) {
+            return Err(format!("SECS page {secs}: child count {stored}, no valid children"));
+        }
+        census.children = children.values().sum();
+        Ok(census)
     }
 
     /// A full power cycle: [`Self::lose_epc`] plus a new CR_REPORT_KEYID. Logical processors reset

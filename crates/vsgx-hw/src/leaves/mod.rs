@@ -89,7 +89,7 @@ pub(crate) const GP: Stop = Stop::Fault(Exception::GP0);
 
 /// `align(x, n)`: #GP(0) unless `x` is `n`-aligned.
 pub(crate) fn align(x: u64, n: u64) -> LeafResult {
-    if x % n == 0 { Ok(()) } else { Err(GP) }
+    if x.is_multiple_of(n) { Ok(()) } else { Err(GP) }
 }
 
 impl<'a> Ctx<'a> {
@@ -274,6 +274,11 @@ fn finish(regs: &mut Gprs, outcome: LeafResult<Option<u64>>) -> Result<(), Excep
         }
         Err(Stop::Fault(e)) => Err(e),
     }
+}
+
+/// The child count a SECS page stores (for [`Platform::census`]).
+pub(crate) fn secs_child_count(page: &[u8; 4096]) -> u64 {
+    secs::children(page)
 }
 
 /// Whether a page type is a child of a SECS.

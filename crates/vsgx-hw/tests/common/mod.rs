@@ -1,5 +1,5 @@
 //! Test harness: a booted bare-metal machine and programmable test enclaves.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -45,10 +45,19 @@ impl Machine {
         Self::on(platform)
     }
 
-    /// Another logical processor (a fresh OS view) on the same platform.
+    /// Another logical processor (a fresh OS view) on the same platform, using all of RAM.
     pub fn on(platform: Arc<Platform>) -> Self {
         let ram = platform.ram().size();
         let os = SimpleOs::boot(BareMetalCpu::new(Arc::clone(&platform)), ram).expect("boot");
+        Self { platform, os }
+    }
+
+    /// Logical processor number `n` of several sharing one platform: its OS keeps page tables and
+    /// scratch memory in the n-th 64 MiB of RAM.
+    pub fn on_cpu(platform: Arc<Platform>, n: u64) -> Self {
+        let ram = platform.ram().size();
+        let window = n * (64 << 20)..(n + 1) * (64 << 20);
+        let os = SimpleOs::boot_in(BareMetalCpu::new(Arc::clone(&platform)), ram, window).expect("boot");
         Self { platform, os }
     }
 
