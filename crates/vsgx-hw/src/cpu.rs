@@ -25,6 +25,41 @@ const PTE_US: u64 = 1 << 2;
 const PTE_PS: u64 = 1 << 7;
 const PTE_ADDR: u64 = 0x000F_FFFF_FFFF_F000;
 
+/// Entries of the translation cache (direct-mapped by linear page number).
+const TLB_ENTRIES: usize = 64;
+
+/// A cached translation: linear page → physical page, valid for the access kinds it allowed.
+#[derive(Clone, Copy, Debug, Default)]
+struct TlbEntry {
+    /// Linear page number + 1 (0 = empty).
+    tag: u64,
+    phys_page: u64,
+    writable: bool,
+}
+
+/// A small TLB. Like hardware's it is flushed by `mov cr3`, paging and privilege changes; unlike
+/// hardware it is also flushed by every write this processor makes to memory, because the `Cpu`
+/// trait has no INVLPG and page tables live in ordinary RAM.
+#[derive(Clone, Debug)]
+struct Tlb([TlbEntry; TLB_ENTRIES]);
+
+impl Tlb {
+    fn lookup(&self, linear: u64, write: bool) -> Option<u64> {
+        let page = linear >> 12;
+        let e = &self.0[page as usize % TLB_ENTRIES];
+        (e.tag == page + 1 && (e.writable || !write)).then_some(e.phys_page | (linear & 0xFFF))
+    }
+
+    fn insert(&mut self, linear: u64, phys: u64, writable: bool) {
+        let page = linear >> 12;
+        self.0[page as usize % TLB_ENTRIES] = TlbEntry { tag: page + 1, phys_page: phys & !0xFFF, writable };
+    }
+
+    fn flush(&mut self) {
+        self.0 = [TlbEntry::default(); TLB_ENTRIES];
+    }
+}
+
 /// One logical processor of a [`Platform`], running software directly (no hypervisor).
 #[derive(Debug)]
 pub struct BareMetalCpu {
@@ -37,6 +72,7 @@ pub struct BareMetalCpu {
     lehash: [u64; 4],
     interrupt: Arc<InterruptLine>,
     reset_epoch: u64,
+    tlb: Tlb,
 }
 
 impl BareMetalCpu {
@@ -54,6 +90,7 @@ impl BareMetalCpu {
             lehash: [0; 4],
             interrupt: InterruptLine::new(),
             reset_epoch,
+            tlb: Tlb([TlbEntry::default(); TLB_ENTRIES]),
         };
         cpu.reset_msrs();
         cpu
@@ -100,9 +137,23 @@ impl BareMetalCpu {
         }
     }
 
-    /// Physical write: RAM, else dropped.
-    fn write_phys(&self, addr: u64, data: &[u8]) {
+    /// Physical write: RAM, else dropped. Flushes the TLB (the write may change a page table).
+    fn write_phys(&mut self, addr: u64, data: &[u8]) {
+        self.tlb.flush();
         let _ = self.platform.ram().write(addr, data);
+    }
+
+    /// Translates through the TLB, walking the page tables on a miss.
+    fn translate_cached(&mut self, linear: u64, access: Access) -> Result<u64, Exception> {
+        let write = access == Access::Write;
+        if let Some(phys) = self.tlb.lookup(linear, write) {
+            return Ok(phys);
+        }
+        let phys = self.walk(linear, access)?;
+        // A successful walk for a write proves the mapping writable; for a read, probe it.
+        let writable = write || self.walk(linear, Access::Write).is_ok();
+        self.tlb.insert(linear, phys, writable);
+        Ok(phys)
     }
 
     /// Walks the 4-level page tables at CR3 for `linear`; returns the physical address.
@@ -151,7 +202,8 @@ impl BareMetalCpu {
 
 impl OperandAccess for BareMetalCpu {
     fn translate(&mut self, linear: u64, access: Access) -> Result<Target, Exception> {
-        Ok(self.target(self.walk(linear, access)?))
+        let phys = self.translate_cached(linear, access)?;
+        Ok(self.target(phys))
     }
 
     fn read_memory(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), Exception> {
@@ -288,6 +340,7 @@ impl Cpu for BareMetalCpu {
 
     fn set_cr3(&mut self, cr3: u64) {
         self.cr3 = cr3;
+        self.tlb.flush();
     }
 
     fn cr3(&self) -> u64 {
@@ -296,6 +349,7 @@ impl Cpu for BareMetalCpu {
 
     fn set_paging(&mut self, enabled: bool) {
         self.paging = enabled;
+        self.tlb.flush();
     }
 
     fn paging(&self) -> bool {
@@ -304,6 +358,7 @@ impl Cpu for BareMetalCpu {
 
     fn set_cpl(&mut self, cpl: Cpl) {
         self.cpl = cpl;
+        self.tlb.flush();
     }
 
     fn cpl(&self) -> Cpl {

@@ -259,7 +259,8 @@ impl<C: Cpu> SimpleOs<C> {
         let secs_epc = self.alloc_epc().ok_or(OsError::OutOfEpc { needed, free: 0 })?;
         let src = self.scratch(secs.bytes(), 4096)?;
         let secinfo = self.scratch(Secinfo::new(PageType::Secs, SecinfoFlags::empty()).bytes(), 64)?;
-        let pageinfo = self.scratch(Pageinfo { linaddr: 0, srcpge: src, secinfo_or_pcmd: secinfo, secs: 0 }.bytes(), 32)?;
+        let pageinfo =
+            self.scratch(Pageinfo { linaddr: 0, srcpge: src, secinfo_or_pcmd: secinfo, secs: 0 }.bytes(), 32)?;
         self.encls(Encls::Ecreate, pageinfo, secs_epc, 0).map_err(fault("ECREATE"))?;
         self.reset_scratch();
         let mut pages = Vec::with_capacity(plan.pages.len());

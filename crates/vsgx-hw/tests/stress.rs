@@ -11,7 +11,7 @@ use common::*;
 use vsgx_hw::platform::Platform;
 use vsgx_isa::cpu::{Exception, LeafStatus};
 use vsgx_isa::leaf::Encls;
-use vsgx_isa::{ArchStruct, Pageinfo, PageType};
+use vsgx_isa::{ArchStruct, PageType, Pageinfo};
 
 const THREADS: usize = 4;
 const ENCLAVES_PER_THREAD: u64 = 6;
@@ -191,7 +191,8 @@ fn teardown(m: &mut Machine, mine: &[TestEnclave], shared: &TestEnclave) {
         assert!(
             matches!(
                 r,
-                Ok(LeafStatus::Success | LeafStatus::Error(SgxError::ChildPresent)) | Err(Exception::GeneralProtection(0))
+                Ok(LeafStatus::Success | LeafStatus::Error(SgxError::ChildPresent))
+                    | Err(Exception::GeneralProtection(0))
             ),
             "EREMOVE SECS: {r:?}"
         );

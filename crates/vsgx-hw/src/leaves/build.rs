@@ -4,8 +4,8 @@ use vsgx_isa::measure::Measurement;
 use vsgx_isa::signing::{self, SigstructBody};
 use vsgx_isa::status::SgxError;
 use vsgx_isa::{
-    ArchStruct, Attributes, AttributesFlags, Einittoken, PageType, Pageinfo, Secinfo, SecinfoFlags, Secs,
-    SecsHidden, Sigstruct, Tcs, min_ssa_frame_pages, xfrm_is_legal,
+    ArchStruct, Attributes, AttributesFlags, Einittoken, PageType, Pageinfo, Secinfo, SecinfoFlags, Secs, SecsHidden,
+    Sigstruct, Tcs, min_ssa_frame_pages, xfrm_is_legal,
 };
 
 use super::secs::{self as s};

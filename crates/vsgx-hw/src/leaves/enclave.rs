@@ -84,14 +84,29 @@ struct Op<'c, 'a> {
 }
 
 impl Op<'_, '_> {
-    /// Resolves an enclave operand: in ELRANGE (#GP), in EPC (#PF), then the EPCM checks of an
-    /// ordinary enclave access (#PF-EPCM): valid, not blocked, PT_REG, this enclave, mapped at this
-    /// address, not pending/modified, readable (and writable if `need` is Write).
+    /// Resolves an enclave operand and checks it: [`Self::locate`], then [`Self::check_access`].
     fn operand(&mut self, la: u64, need: Need) -> LeafResult<(PageId, usize)> {
+        let (page, off) = self.locate(la)?;
+        self.check_access(la, page, need)?;
+        Ok((page, off))
+    }
+
+    /// The address checks of an enclave operand: in ELRANGE (#GP), then in EPC (#PF).
+    fn locate(&mut self, la: u64) -> LeafResult<(PageId, usize)> {
         if !self.mode.in_elrange(la) {
             return Err(GP);
         }
-        let (page, off) = self.cx.epc(la)?;
+        self.cx.epc(la)
+    }
+
+    /// The EPCM checks of an ordinary enclave access to a located operand (#PF-EPCM): valid, not
+    /// blocked, PT_REG, this enclave, mapped at this address, not pending/modified, readable (and
+    /// writable if `need` is Write).
+    ///
+    /// Leaves whose SGX.md text runs the address checks of *every* operand before any EPCM check
+    /// (EREPORT §6.18, EMODPE §6.17, EACCEPTCOPY §6.16) call [`Self::locate`] for all operands
+    /// first and this afterwards.
+    fn check_access(&mut self, la: u64, page: PageId, need: Need) -> LeafResult {
         let e = self.cx.lock(page)?.epcm;
         let ok = e.is(PageType::Reg)
             && !e.blocked()
@@ -101,14 +116,19 @@ impl Op<'_, '_> {
             && !e.modified()
             && e.r()
             && (need == Need::Read || e.w());
-        if ok { Ok((page, off)) } else { Err(self.cx.epcm_fault(la)) }
+        if ok { Ok(()) } else { Err(self.cx.epcm_fault(la)) }
+    }
+
+    /// Copies bytes out of a located, checked operand.
+    fn read_at(&mut self, page: PageId, off: usize, buf: &mut [u8]) -> LeafResult {
+        let slot = self.cx.lock(page)?;
+        buf.copy_from_slice(&slot.data()[off..off + buf.len()]);
+        Ok(())
     }
 
     fn read(&mut self, la: u64, buf: &mut [u8]) -> LeafResult {
         let (page, off) = self.operand(la, Need::Read)?;
-        let slot = self.cx.lock(page)?;
-        buf.copy_from_slice(&slot.data()[off..off + buf.len()]);
-        Ok(())
+        self.read_at(page, off, buf)
     }
 
     fn read_struct<T: ArchStruct>(&mut self, la: u64) -> LeafResult<T> {
@@ -132,16 +152,21 @@ impl Op<'_, '_> {
         align(rbx, 512)?;
         align(rcx, 128)?;
         align(rdx, 512)?;
-        self.operand(rbx, Need::Read)?;
-        self.operand(rcx, Need::Read)?;
-        let (out_page, out_off) = self.operand(rdx, Need::Write)?;
-        let target: Targetinfo = self.read_struct(rbx)?;
-        let bytes = target.bytes();
+        // SGX.md §6.18: step 1 (ELRANGE, EPC) for every operand, then step 2 (EPCM).
+        let (ti_page, ti_off) = self.locate(rbx)?;
+        let (rd_page, rd_off) = self.locate(rcx)?;
+        let (out_page, out_off) = self.locate(rdx)?;
+        self.check_access(rbx, ti_page, Need::Read)?;
+        self.check_access(rcx, rd_page, Need::Read)?;
+        self.check_access(rdx, out_page, Need::Write)?;
+        let mut bytes = [0u8; Targetinfo::SIZE];
+        self.read_at(ti_page, ti_off, &mut bytes)?;
         if Targetinfo::RESERVED_RANGES.iter().any(|r| bytes[r.clone()].iter().any(|&b| b != 0)) {
             return Err(GP);
         }
+        let target = Targetinfo::from_bytes(&bytes).map_err(|_| GP)?;
         let mut reportdata = [0u8; 64];
-        self.read(rcx, &mut reportdata)?;
+        self.read_at(rd_page, rd_off, &mut reportdata)?;
         let id = self.identity()?;
         let platform = self.cx.p.keys();
         let mut report = Report::zeroed();
@@ -181,7 +206,17 @@ impl Op<'_, '_> {
     /// The SECINFO operand of EACCEPT/EMODPE/EACCEPTCOPY.
     fn secinfo(&mut self, rbx: u64) -> LeafResult<Secinfo> {
         align(rbx, 64)?;
-        let secinfo: Secinfo = self.read_struct(rbx)?;
+        let (page, off) = self.locate(rbx)?;
+        self.secinfo_at(rbx, page, off)
+    }
+
+    /// A located SECINFO operand: its page checked as an enclave read (#PF-EPCM), then its
+    /// reserved bits (#GP).
+    fn secinfo_at(&mut self, rbx: u64, page: PageId, off: usize) -> LeafResult<Secinfo> {
+        self.check_access(rbx, page, Need::Read)?;
+        let mut bytes = [0u8; Secinfo::SIZE];
+        self.read_at(page, off, &mut bytes)?;
+        let secinfo = Secinfo::from_bytes(&bytes).map_err(|_| GP)?;
         if !secinfo.reserved_is_zero() {
             return Err(GP);
         }
@@ -261,8 +296,10 @@ impl Op<'_, '_> {
         if !self.mode.in_elrange(rbx) || !self.mode.in_elrange(rcx) {
             return Err(GP);
         }
-        let secinfo = self.secinfo(rbx)?;
+        // SGX.md §6.17: both operands in EPC before the SECINFO page is checked.
+        let (si_page, si_off) = self.cx.epc(rbx)?;
         let (page, _) = self.cx.epc(rcx)?;
+        let secinfo = self.secinfo_at(rbx, si_page, si_off)?;
         let mut slot = self.cx.try_lock(page, GP)?;
         let e = slot.epcm;
         let ok = e.is(PageType::Reg)
@@ -290,16 +327,20 @@ impl Op<'_, '_> {
         if !self.mode.in_elrange(rbx) || !self.mode.in_elrange(rcx) || !self.mode.in_elrange(rdx) {
             return Err(GP);
         }
-        let secinfo = self.secinfo(rbx)?;
+        // SGX.md §6.16: all three operands in EPC before the SECINFO page is checked.
+        let (si_page, si_off) = self.cx.epc(rbx)?;
+        let (page, _) = self.cx.epc(rcx)?;
+        let (src_page, _) = self.cx.epc(rdx)?;
+        let secinfo = self.secinfo_at(rbx, si_page, si_off)?;
         let perms = secinfo.perms();
         if (perms.contains(SecinfoFlags::W) && !perms.contains(SecinfoFlags::R))
             || secinfo.page_type() != Some(PageType::Reg)
         {
             return Err(GP);
         }
+        self.check_access(rdx, src_page, Need::Read)?;
         let mut source = [0u8; 4096];
-        self.read(rdx, &mut source)?;
-        let (page, _) = self.cx.epc(rcx)?;
+        self.read_at(src_page, 0, &mut source)?;
         let mut slot = self.cx.try_lock(page, GP)?;
         let e = slot.epcm;
         let ok = e.is(PageType::Reg)

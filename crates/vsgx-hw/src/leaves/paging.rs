@@ -237,7 +237,10 @@ pub fn eld(cx: &mut Ctx<'_>, rbx: u64, rcx: u64, rdx: u64, load: Load, report_co
     };
     let mut reserved = [0u8; 40];
     reserved.copy_from_slice(&pcmd.bytes()[72..112]);
-    let header = mac_header(pcmd.secinfo.flags, hdr_eid, &reserved, pageinfo.linaddr);
+    let mut header = mac_header(pcmd.secinfo.flags, hdr_eid, &reserved, pageinfo.linaddr);
+    // hdr.SECINFO is the whole 64-byte PCMD.SECINFO (SGX.md §6.11 step 4, §1.8), not only its
+    // FLAGS: EWB zeroed the other 56 bytes, so a PCMD with any of them set must fail the MAC.
+    header[..64].copy_from_slice(pcmd.secinfo.bytes());
     let mut plaintext = [0u8; 4096];
     cx.read_bytes(pageinfo.srcpge, &mut plaintext)?;
     let version = s::u64_at(va.data(), slot_offset);

@@ -115,9 +115,8 @@ pub fn store_measurement(page: &mut [u8; 4096], m: &Measurement) {
 
 /// The identity key derivation and EREPORT use.
 pub fn identity(page: &[u8; 4096]) -> EnclaveIdentity {
-    let secs = <vsgx_isa::Secs as vsgx_isa::ArchStruct>::from_bytes(page).unwrap_or_else(|_| {
-        <vsgx_isa::Secs as vsgx_isa::ArchStruct>::zeroed()
-    });
+    let secs = <vsgx_isa::Secs as vsgx_isa::ArchStruct>::from_bytes(page)
+        .unwrap_or_else(|_| <vsgx_isa::Secs as vsgx_isa::ArchStruct>::zeroed());
     EnclaveIdentity::from_secs(
         &secs,
         bytes(page, SecsHidden::ISVFAMILYID),

@@ -95,7 +95,9 @@ pub fn emodt(cx: &mut Ctx<'_>, rbx: u64, rcx: u64) -> LeafResult {
     let secs = cx.p.epc().try_lock(e.secs()).ok_or(Stop::Error(SgxError::EpcPageConflict));
     let legal = matches!(
         (e.page_type(), new),
-        (PageType::Reg, Some(PageType::Tcs)) | (PageType::Reg, Some(PageType::Trim)) | (PageType::Tcs, Some(PageType::Trim))
+        (PageType::Reg, Some(PageType::Tcs))
+            | (PageType::Reg, Some(PageType::Trim))
+            | (PageType::Tcs, Some(PageType::Trim))
     );
     if !legal {
         return Err(cx.epcm_fault(rcx));

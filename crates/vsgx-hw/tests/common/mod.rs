@@ -14,8 +14,7 @@ use vsgx_isa::leaf::{Encls, Enclu, Enclv};
 use vsgx_isa::measure::Measurement;
 use vsgx_isa::signing::{SigningKey, SigstructBody};
 use vsgx_isa::{
-    ArchStruct, Attributes, AttributesFlags, PageType, Pageinfo, Secinfo, SecinfoFlags, Secs, Sigstruct,
-    secinfo_flags,
+    ArchStruct, Attributes, AttributesFlags, PageType, Pageinfo, Secinfo, SecinfoFlags, Secs, Sigstruct, secinfo_flags,
 };
 
 pub const KEY_PEM: &str = include_str!("../../../vsgx-isa/tests/data/test-key.pem");
@@ -182,7 +181,14 @@ impl Machine {
     }
 
     /// Runs an enclave-mode ENCLU leaf inside `enclave` (ring 3).
-    pub fn enclu(&mut self, enclave: &TestEnclave, leaf: Enclu, rbx: u64, rcx: u64, rdx: u64) -> Result<Gprs, Exception> {
+    pub fn enclu(
+        &mut self,
+        enclave: &TestEnclave,
+        leaf: Enclu,
+        rbx: u64,
+        rcx: u64,
+        rdx: u64,
+    ) -> Result<Gprs, Exception> {
         let mut regs = Gprs::leaf(leaf as u32, rbx, rcx, rdx);
         let platform = Arc::clone(&self.platform);
         self.os.cpu().set_cpl(Cpl::Ring3);
