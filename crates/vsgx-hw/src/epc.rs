@@ -200,10 +200,27 @@ impl PageSlot {
         self.data.get_or_insert_with(|| Box::new([0; 4096]))
     }
 
-    /// Releases the content (the page reads as zeros afterwards). Used when a page becomes free,
-    /// so freed EPC costs no host memory.
+    /// Releases the content (the page reads as zeros afterwards). Used on EPC loss, so lost EPC
+    /// costs no host memory. Pages freed by EREMOVE/EWB keep their buffer for reuse (every leaf
+    /// that makes a page valid writes all of it), which bounds host memory by the most EPC ever in
+    /// use at once rather than by section size.
     pub fn release(&mut self) {
         self.data = None;
+    }
+
+    /// Replaces the whole content.
+    pub fn set_data(&mut self, content: &[u8; 4096]) {
+        match &mut self.data {
+            Some(d) => d.copy_from_slice(content),
+            None => self.data = Some(Box::new(*content)),
+        }
+    }
+
+    /// Zeroes the whole content (without allocating for a never-written page).
+    pub fn zero(&mut self) {
+        if let Some(d) = &mut self.data {
+            d.fill(0);
+        }
     }
 
     /// Whether content is allocated.

@@ -1,22 +1,23 @@
 //! Bare-metal main memory: sparse RAM at physical address 0.
 //!
-//! Pages are allocated on first write and read as zeros before. The map is sharded so logical
-//! processors reading operands on different threads rarely contend.
+//! Two-level and direct-indexed like the EPC (`crate::epc`): groups of 512 page slots are created
+//! on first touch, a page's 4 KiB on first write; unwritten memory reads as zeros. Every page has
+//! its own lock, so logical processors on different threads rarely contend.
 
-use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use parking_lot::RwLock;
 
-const SHARDS: usize = 64;
+const GROUP_PAGES: usize = 512;
 
-/// One shard of RAM: page number → page.
-type Shard = RwLock<HashMap<u64, Box<[u8; 4096]>>>;
+/// One page of RAM, allocated on first write.
+type PageCell = RwLock<Option<Box<[u8; 4096]>>>;
 
 /// Sparse physical RAM `[0, size)`.
 #[derive(Debug)]
 pub struct Ram {
     size: u64,
-    shards: Box<[Shard]>,
+    groups: Box<[OnceLock<Box<[PageCell]>>]>,
 }
 
 /// An access outside RAM.
@@ -34,7 +35,9 @@ pub struct OutOfRange {
 impl Ram {
     /// RAM of `size` bytes (rounded down to whole pages).
     pub fn new(size: u64) -> Self {
-        Self { size: size & !0xFFF, shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect() }
+        let size = size & !0xFFF;
+        let groups = ((size / 4096) as usize).div_ceil(GROUP_PAGES);
+        Self { size, groups: (0..groups).map(|_| OnceLock::new()).collect() }
     }
 
     /// Size in bytes.
@@ -42,8 +45,11 @@ impl Ram {
         self.size
     }
 
-    fn shard(&self, page: u64) -> &Shard {
-        &self.shards[(page as usize) % SHARDS]
+    fn cell(&self, page: u64) -> &PageCell {
+        let page = page as usize;
+        let group =
+            self.groups[page / GROUP_PAGES].get_or_init(|| (0..GROUP_PAGES).map(|_| RwLock::new(None)).collect());
+        &group[page % GROUP_PAGES]
     }
 
     fn check(&self, addr: u64, len: usize) -> Result<(), OutOfRange> {
@@ -61,8 +67,15 @@ impl Ram {
             let a = addr + done as u64;
             let (page, off) = (a >> 12, (a & 0xFFF) as usize);
             let n = (4096 - off).min(buf.len() - done);
-            match self.shard(page).read().get(&page) {
-                Some(p) => buf[done..done + n].copy_from_slice(&p[off..off + n]),
+            // Reads never allocate: an untouched group or page reads as zeros.
+            let group = self.groups[page as usize / GROUP_PAGES].get();
+            match group.and_then(|g| {
+                g[page as usize % GROUP_PAGES]
+                    .read()
+                    .as_deref()
+                    .map(|p| buf[done..done + n].copy_from_slice(&p[off..off + n]))
+            }) {
+                Some(()) => {}
                 None => buf[done..done + n].fill(0),
             }
             done += n;
@@ -78,8 +91,8 @@ impl Ram {
             let a = addr + done as u64;
             let (page, off) = (a >> 12, (a & 0xFFF) as usize);
             let n = (4096 - off).min(data.len() - done);
-            let mut shard = self.shard(page).write();
-            let p = shard.entry(page).or_insert_with(|| Box::new([0; 4096]));
+            let mut cell = self.cell(page).write();
+            let p = cell.get_or_insert_with(|| Box::new([0; 4096]));
             p[off..off + n].copy_from_slice(&data[done..done + n]);
             done += n;
         }
@@ -98,9 +111,13 @@ impl Ram {
         self.write(addr, &value.to_le_bytes())
     }
 
-    /// Host bytes spent on allocated pages.
+    /// Host bytes spent on allocated pages and slot groups.
     pub fn host_bytes(&self) -> usize {
-        self.shards.iter().map(|s| s.read().len() * 4096).sum()
+        self.groups
+            .iter()
+            .filter_map(|g| g.get())
+            .map(|g| g.len() * std::mem::size_of::<PageCell>() + g.iter().filter(|c| c.read().is_some()).count() * 4096)
+            .sum()
     }
 }
 
@@ -116,8 +133,10 @@ mod tests {
         assert_eq!(buf, [0; 16]);
         ram.write(0xFFC, &[1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
         assert_eq!(ram.read_u64(0xFFC).unwrap(), 0x0807_0605_0403_0201);
-        assert_eq!(ram.host_bytes(), 8192);
+        assert!(ram.host_bytes() <= 8192 + GROUP_PAGES * 16);
         assert!(ram.read(u64::MAX - 2, &mut buf).is_err());
         assert!(ram.write((1 << 30) - 4, &buf).is_err());
+        let big = Ram::new(64 << 30);
+        assert_eq!(big.host_bytes(), 0, "untouched RAM costs nothing but the group table");
     }
 }

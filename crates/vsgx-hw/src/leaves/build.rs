@@ -139,7 +139,7 @@ pub fn eadd(cx: &mut Ctx<'_>, rbx: u64, rcx: u64) -> LeafResult {
     m.eadd(offset, flags);
     s::store_measurement(secs.data_mut(), &m);
     s::add_children(secs.data_mut(), 1);
-    slot.data_mut().copy_from_slice(&content);
+    slot.set_data(&content);
     slot.epcm = Epcm::new(pt.unwrap_or(PageType::Reg), flags, Some(secs_page), pageinfo.linaddr);
     Ok(())
 }

@@ -20,7 +20,7 @@ pub fn epa(cx: &mut Ctx<'_>, rbx: u64, rcx: u64) -> LeafResult {
     if slot.epcm.valid() {
         return Err(cx.epcm_fault(rcx));
     }
-    slot.release();
+    slot.zero();
     slot.epcm = Epcm::new(PageType::Va, 0, None, 0);
     Ok(())
 }
@@ -173,7 +173,6 @@ pub fn ewb(cx: &mut Ctx<'_>, rbx: u64, rcx: u64, rdx: u64) -> LeafResult<u64> {
         s::add_children(secs.data_mut(), -1);
     }
     slot.epcm = Epcm::INVALID;
-    slot.release();
     Ok(if old != 0 { SgxError::VaSlotOccupied.code() } else { 0 })
 }
 
@@ -259,7 +258,7 @@ pub fn eld(cx: &mut Ctx<'_>, rbx: u64, rcx: u64, rdx: u64, load: Load, report_co
     if matches!(pt, PageType::Secs | PageType::Va) {
         e.set_enclave_address(0);
     }
-    slot.data_mut().copy_from_slice(&plaintext);
+    slot.set_data(&plaintext);
     if pt == PageType::Secs {
         let here = cx.p.epc().address_of(page);
         s::set_u64(slot.data_mut(), SecsHidden::ENCLAVECONTEXT, here);

@@ -39,7 +39,6 @@ pub fn eremove(cx: &mut Ctx<'_>, rcx: u64) -> LeafResult {
         }
     }
     slot.epcm = Epcm::INVALID;
-    slot.release();
     Ok(())
 }
 

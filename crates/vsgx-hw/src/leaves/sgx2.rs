@@ -35,7 +35,7 @@ pub fn eaug(cx: &mut Ctx<'_>, rbx: u64, rcx: u64) -> LeafResult {
         return Err(GP);
     }
     s::add_children(secs.data_mut(), 1);
-    slot.release();
+    slot.zero();
     let mut e = Epcm::new(PageType::Reg, 0b011, Some(secs_page), pageinfo.linaddr);
     e.set_pending(true);
     slot.epcm = e;
