@@ -25,38 +25,78 @@ const PTE_US: u64 = 1 << 2;
 const PTE_PS: u64 = 1 << 7;
 const PTE_ADDR: u64 = 0x000F_FFFF_FFFF_F000;
 
-/// Entries of the translation cache (direct-mapped by linear page number).
+/// Entries of each translation cache (direct-mapped by linear page number).
 const TLB_ENTRIES: usize = 64;
 
-/// A cached translation: linear page → physical page, valid for the access kinds it allowed.
+/// A cached translation: the result of a successful walk, with the combined permissions.
 #[derive(Clone, Copy, Debug, Default)]
 struct TlbEntry {
-    /// Linear page number + 1 (0 = empty).
+    /// Linear page number (4 KiB or 2 MiB) + 1; 0 = empty.
     tag: u64,
     phys_page: u64,
     writable: bool,
+    user: bool,
 }
 
-/// A small TLB. Like hardware's it is flushed by `mov cr3`, paging and privilege changes; unlike
-/// hardware it is also flushed by every write this processor makes to memory, because the `Cpu`
-/// trait has no INVLPG and page tables live in ordinary RAM.
+/// What a page walk found.
+#[derive(Clone, Copy, Debug)]
+struct Walk {
+    phys: u64,
+    large: bool,
+    writable: bool,
+    user: bool,
+}
+
+/// A small TLB with separate 4 KiB and 2 MiB arrays. Like hardware's it is flushed by `mov cr3`
+/// and paging changes; unlike hardware it is also flushed by every write this processor makes to
+/// memory, because the `Cpu` trait has no INVLPG and page tables live in ordinary RAM.
 #[derive(Clone, Debug)]
-struct Tlb([TlbEntry; TLB_ENTRIES]);
+struct Tlb {
+    small: [TlbEntry; TLB_ENTRIES],
+    large: [TlbEntry; TLB_ENTRIES],
+}
 
 impl Tlb {
-    fn lookup(&self, linear: u64, write: bool) -> Option<u64> {
-        let page = linear >> 12;
-        let e = &self.0[page as usize % TLB_ENTRIES];
-        (e.tag == page + 1 && (e.writable || !write)).then_some(e.phys_page | (linear & 0xFFF))
+    const EMPTY: Self = Self {
+        small: [TlbEntry { tag: 0, phys_page: 0, writable: false, user: false }; TLB_ENTRIES],
+        large: [TlbEntry { tag: 0, phys_page: 0, writable: false, user: false }; TLB_ENTRIES],
+    };
+
+    fn lookup(&self, linear: u64) -> Option<Walk> {
+        let large = linear >> 21;
+        let e = &self.large[large as usize % TLB_ENTRIES];
+        if e.tag == large + 1 {
+            return Some(Walk {
+                phys: e.phys_page | (linear & 0x1F_FFFF),
+                large: true,
+                writable: e.writable,
+                user: e.user,
+            });
+        }
+        let small = linear >> 12;
+        let e = &self.small[small as usize % TLB_ENTRIES];
+        (e.tag == small + 1).then_some(Walk {
+            phys: e.phys_page | (linear & 0xFFF),
+            large: false,
+            writable: e.writable,
+            user: e.user,
+        })
     }
 
-    fn insert(&mut self, linear: u64, phys: u64, writable: bool) {
-        let page = linear >> 12;
-        self.0[page as usize % TLB_ENTRIES] = TlbEntry { tag: page + 1, phys_page: phys & !0xFFF, writable };
+    fn insert(&mut self, linear: u64, w: Walk) {
+        if w.large {
+            let page = linear >> 21;
+            self.large[page as usize % TLB_ENTRIES] =
+                TlbEntry { tag: page + 1, phys_page: w.phys & !0x1F_FFFF, writable: w.writable, user: w.user };
+        } else {
+            let page = linear >> 12;
+            self.small[page as usize % TLB_ENTRIES] =
+                TlbEntry { tag: page + 1, phys_page: w.phys & !0xFFF, writable: w.writable, user: w.user };
+        }
     }
 
     fn flush(&mut self) {
-        self.0 = [TlbEntry::default(); TLB_ENTRIES];
+        *self = Self::EMPTY;
     }
 }
 
@@ -90,7 +130,7 @@ impl BareMetalCpu {
             lehash: [0; 4],
             interrupt: InterruptLine::new(),
             reset_epoch,
-            tlb: Tlb([TlbEntry::default(); TLB_ENTRIES]),
+            tlb: Tlb::EMPTY,
         };
         cpu.reset_msrs();
         cpu
@@ -143,56 +183,78 @@ impl BareMetalCpu {
         let _ = self.platform.ram().write(addr, data);
     }
 
-    /// Translates through the TLB, walking the page tables on a miss.
-    fn translate_cached(&mut self, linear: u64, access: Access) -> Result<u64, Exception> {
-        let write = access == Access::Write;
-        if let Some(phys) = self.tlb.lookup(linear, write) {
-            return Ok(phys);
-        }
-        let phys = self.walk(linear, access)?;
-        // A successful walk for a write proves the mapping writable; for a read, probe it.
-        let writable = write || self.walk(linear, Access::Write).is_ok();
-        self.tlb.insert(linear, phys, writable);
-        Ok(phys)
-    }
-
-    /// Walks the 4-level page tables at CR3 for `linear`; returns the physical address.
+    /// Walks the 4-level page tables at CR3 for `linear` (4 KiB and 2 MiB pages) and checks the
+    /// access against the combined permissions; returns the physical address.
     pub fn walk(&self, linear: u64, access: Access) -> Result<u64, Exception> {
         if !self.paging {
             return Ok(linear);
         }
-        let user = self.cpl == Cpl::Ring3;
-        let write = access == Access::Write;
-        let fault = |present: bool| {
-            let mut code = if present { pfec::P } else { 0 };
-            if write {
-                code |= pfec::W;
-            }
-            if user {
-                code |= pfec::US;
-            }
-            Exception::PageFault { linear, error_code: code }
-        };
         let top = linear >> 47;
         if top != 0 && top != (1 << 17) - 1 {
             return Err(Exception::GP0);
         }
+        let w = self.walk_tables(linear).map_err(|present| self.page_fault(linear, access, present))?;
+        self.check(linear, access, w)
+    }
+
+    fn page_fault(&self, linear: u64, access: Access, present: bool) -> Exception {
+        let mut code = if present { pfec::P } else { 0 };
+        if access == Access::Write {
+            code |= pfec::W;
+        }
+        if self.cpl == Cpl::Ring3 {
+            code |= pfec::US;
+        }
+        Exception::PageFault { linear, error_code: code }
+    }
+
+    fn check(&self, linear: u64, access: Access, w: Walk) -> Result<u64, Exception> {
+        if (access == Access::Write && !w.writable) || (self.cpl == Cpl::Ring3 && !w.user) {
+            return Err(self.page_fault(linear, access, true));
+        }
+        Ok(w.phys)
+    }
+
+    /// The raw walk; `Err(false)` for a not-present entry. Non-canonical addresses are reported
+    /// as not present here and turned into #GP by the caller.
+    fn walk_tables(&self, linear: u64) -> Result<Walk, bool> {
         let mut table = self.cr3 & PTE_ADDR;
+        let (mut writable, mut user) = (true, true);
         for level in (0..4).rev() {
             let index = (linear >> (12 + 9 * level)) & 0x1FF;
             let entry = self.read_phys_u64(table + index * 8);
             if entry & PTE_P == 0 {
-                return Err(fault(false));
+                return Err(false);
             }
-            if (write && entry & PTE_RW == 0) || (user && entry & PTE_US == 0) {
-                return Err(fault(true));
-            }
+            writable &= entry & PTE_RW != 0;
+            user &= entry & PTE_US != 0;
             if level == 1 && entry & PTE_PS != 0 {
-                return Ok((entry & PTE_ADDR & !0x1F_FFFF) | (linear & 0x1F_FFFF));
+                let phys = (entry & PTE_ADDR & !0x1F_FFFF) | (linear & 0x1F_FFFF);
+                return Ok(Walk { phys, large: true, writable, user });
             }
             table = entry & PTE_ADDR;
         }
-        Ok(table | (linear & 0xFFF))
+        Ok(Walk { phys: table | (linear & 0xFFF), large: false, writable, user })
+    }
+
+    /// Translates through the TLB, walking the page tables on a miss.
+    fn translate_cached(&mut self, linear: u64, access: Access) -> Result<u64, Exception> {
+        if !self.paging {
+            return Ok(linear);
+        }
+        let top = linear >> 47;
+        if top != 0 && top != (1 << 17) - 1 {
+            return Err(Exception::GP0);
+        }
+        let w = match self.tlb.lookup(linear) {
+            Some(w) => w,
+            None => {
+                let w = self.walk_tables(linear).map_err(|present| self.page_fault(linear, access, present))?;
+                self.tlb.insert(linear, w);
+                w
+            }
+        };
+        self.check(linear, access, w)
     }
 
     fn target(&self, phys: u64) -> Target {
@@ -357,8 +419,8 @@ impl Cpu for BareMetalCpu {
     }
 
     fn set_cpl(&mut self, cpl: Cpl) {
+        // TLB entries carry the U/S permission, so a ring switch needs no flush.
         self.cpl = cpl;
-        self.tlb.flush();
     }
 
     fn cpl(&self) -> Cpl {

@@ -106,12 +106,13 @@ pub fn eadd(cx: &mut Ctx<'_>, rbx: u64, rcx: u64) -> LeafResult {
     if !secs.epcm.is(PageType::Secs) {
         return Err(cx.epcm_fault(pageinfo.secs));
     }
-    let mut content = [0u8; 4096];
-    cx.read_bytes(pageinfo.srcpge, &mut content)?;
+    // Step 5: copy the source page into the EPC page (it stays invalid until the EPCM update).
+    let src = cx.memory(pageinfo.srcpge, super::Access::Read)?;
+    cx.mem.read_memory(src, slot.data_mut())?;
     let mut flags = secinfo.flags;
     let mode64 = s::flags(secs.data()).contains(AttributesFlags::MODE64BIT);
     if pt == Some(PageType::Tcs) {
-        let tcs = Tcs::from_bytes(&content).map_err(|_| GP)?;
+        let tcs = Tcs::from_bytes(slot.data()).map_err(|_| GP)?;
         if tcs.reserved.iter().any(|&b| b != 0) {
             return Err(GP);
         }
@@ -129,6 +130,7 @@ pub fn eadd(cx: &mut Ctx<'_>, rbx: u64, rcx: u64) -> LeafResult {
     }
     if pt == Some(PageType::Tcs) {
         flags &= !SecinfoFlags::RWX.bits();
+        let content = slot.data_mut();
         content[0..8].fill(0); // STATE
         content[8] &= !1; // FLAGS.DBGOPTIN
         content[24..28].fill(0); // CSSA
@@ -139,7 +141,6 @@ pub fn eadd(cx: &mut Ctx<'_>, rbx: u64, rcx: u64) -> LeafResult {
     m.eadd(offset, flags);
     s::store_measurement(secs.data_mut(), &m);
     s::add_children(secs.data_mut(), 1);
-    slot.set_data(&content);
     slot.epcm = Epcm::new(pt.unwrap_or(PageType::Reg), flags, Some(secs_page), pageinfo.linaddr);
     Ok(())
 }

@@ -22,6 +22,7 @@ use vsgx_isa::cpu::{Cpl, Exception, Gprs, pfec, rflags};
 use vsgx_isa::leaf::{Encls, Enclv};
 use vsgx_isa::status::SgxError;
 use vsgx_isa::{ArchStruct, PageType};
+use zerocopy::IntoBytes;
 
 pub use enclave::{EnclaveMode, EnclaveOpError};
 
@@ -139,9 +140,9 @@ impl<'a> Ctx<'a> {
 
     /// Reads an architectural structure from ordinary memory.
     pub fn read<T: ArchStruct>(&mut self, linear: u64) -> LeafResult<T> {
-        let mut buf = vec![0u8; T::SIZE];
-        self.read_bytes(linear, &mut buf)?;
-        T::from_bytes(&buf).map_err(|_| GP)
+        let mut value = T::zeroed();
+        self.read_bytes(linear, value.as_mut_bytes())?;
+        Ok(value)
     }
 
     /// Reads a u64 from ordinary memory.
