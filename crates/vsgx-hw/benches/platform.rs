@@ -73,7 +73,10 @@ fn prepare(os: &mut SimpleOs<BareMetalCpu>, base: u64) -> Build {
 
 fn ok(os: &mut SimpleOs<BareMetalCpu>, leaf: Encls, rbx: u64, rcx: u64, rdx: u64) {
     let regs = os.cpu().encls_leaf(leaf, rbx, rcx, rdx).expect("leaf runs");
-    assert!(matches!(regs.status(), LeafStatus::Success | LeafStatus::Unknown(_)), "{leaf}: {:?}", regs.status());
+    // ECREATE/EADD/EEXTEND/EPA report only through faults; the others must return SGX_SUCCESS.
+    if !matches!(leaf, Encls::Ecreate | Encls::Eadd | Encls::Eextend | Encls::Epa) {
+        assert_eq!(regs.status(), LeafStatus::Success, "{leaf}");
+    }
 }
 
 /// ECREATE (untimed), then EADD + 16×EEXTEND per page (timed), then teardown (untimed).
@@ -171,29 +174,32 @@ fn main() {
     // Two logical processors on two threads, each building its own enclaves, vs one.
     let mut os2 = os(&platform, 2);
     let build2 = prepare(&mut os2, 0x3000_0000_0000);
+    // Best of several trials each, so a scheduling hiccup on this 2-core machine does not decide.
     let rounds = 40;
-    let one = {
+    let one = fastest(7, || {
         let t = Instant::now();
         for _ in 0..rounds {
             build_once(&mut os0, &build);
         }
         t.elapsed()
-    };
-    let two = std::thread::scope(|s| {
-        let t = Instant::now();
-        let a = s.spawn(|| {
-            (0..rounds).for_each(|_| {
-                build_once(&mut os0, &build);
-            })
-        });
-        let b = s.spawn(|| {
-            (0..rounds).for_each(|_| {
-                build_once(&mut os2, &build2);
-            })
-        });
-        a.join().unwrap();
-        b.join().unwrap();
-        t.elapsed()
+    });
+    let two = fastest(7, || {
+        std::thread::scope(|s| {
+            let t = Instant::now();
+            let a = s.spawn(|| {
+                for _ in 0..rounds {
+                    build_once(&mut os0, &build);
+                }
+            });
+            let b = s.spawn(|| {
+                for _ in 0..rounds {
+                    build_once(&mut os2, &build2);
+                }
+            });
+            a.join().unwrap();
+            b.join().unwrap();
+            t.elapsed()
+        })
     });
     println!(
         "enclave build: {:.2} µs/page; raw SHA-256 of 5120 B: {:.2} µs; ratio {:.2} (goal >= 0.7)",

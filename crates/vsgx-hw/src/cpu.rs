@@ -104,15 +104,24 @@ impl Tlb {
 #[derive(Debug)]
 pub struct BareMetalCpu {
     platform: Arc<Platform>,
+    mmu: Mmu,
+    vmx_root: bool,
+    feature_control: u64,
+    interrupt: Arc<InterruptLine>,
+    reset_epoch: u64,
+}
+
+/// The processor state the leaves see through [`OperandAccess`]: paging, privilege, TLB and the
+/// launch-enclave hash. Kept apart from the rest so a leaf can borrow it while the platform is
+/// borrowed from the processor (no reference-count traffic on the hot path).
+#[derive(Debug)]
+struct Mmu {
+    platform: Arc<Platform>,
     cr3: u64,
     paging: bool,
     cpl: Cpl,
-    vmx_root: bool,
-    feature_control: u64,
-    lehash: [u64; 4],
-    interrupt: Arc<InterruptLine>,
-    reset_epoch: u64,
     tlb: Tlb,
+    lehash: [u64; 4],
 }
 
 impl BareMetalCpu {
@@ -120,18 +129,16 @@ impl BareMetalCpu {
     /// Intel's launch-enclave hash.
     pub fn new(platform: Arc<Platform>) -> Self {
         let reset_epoch = platform.reset_epoch();
-        let mut cpu = Self {
-            platform,
+        let mmu = Mmu {
+            platform: Arc::clone(&platform),
             cr3: 0,
             paging: false,
             cpl: Cpl::Ring0,
-            vmx_root: false,
-            feature_control: 0,
-            lehash: [0; 4],
-            interrupt: InterruptLine::new(),
-            reset_epoch,
             tlb: Tlb::EMPTY,
+            lehash: [0; 4],
         };
+        let mut cpu =
+            Self { platform, mmu, vmx_root: false, feature_control: 0, interrupt: InterruptLine::new(), reset_epoch };
         cpu.reset_msrs();
         cpu
     }
@@ -148,7 +155,7 @@ impl BareMetalCpu {
 
     fn reset_msrs(&mut self) {
         self.feature_control = self.platform.config().feature_control_reset_value();
-        self.lehash = msr::lehash_to_msrs(&INTEL_LE_PUBKEY_HASH);
+        self.mmu.lehash = msr::lehash_to_msrs(&INTEL_LE_PUBKEY_HASH);
     }
 
     /// Applies a power cycle that happened since this processor last ran.
@@ -164,6 +171,13 @@ impl BareMetalCpu {
         FeatureControl::from_bits_retain(self.feature_control)
     }
 
+    /// Walks the page tables at CR3 for `linear` (see `Mmu::walk`).
+    pub fn walk(&self, linear: u64, access: Access) -> Result<u64, Exception> {
+        self.mmu.walk(linear, access)
+    }
+}
+
+impl Mmu {
     fn read_phys_u64(&self, addr: u64) -> u64 {
         let mut b = [0u8; 8];
         self.read_phys(addr, &mut b);
@@ -262,7 +276,7 @@ impl BareMetalCpu {
     }
 }
 
-impl OperandAccess for BareMetalCpu {
+impl OperandAccess for Mmu {
     fn translate(&mut self, linear: u64, access: Access) -> Result<Target, Exception> {
         let phys = self.translate_cached(linear, access)?;
         Ok(self.target(phys))
@@ -287,6 +301,28 @@ impl OperandAccess for BareMetalCpu {
     }
 }
 
+impl OperandAccess for BareMetalCpu {
+    fn translate(&mut self, linear: u64, access: Access) -> Result<Target, Exception> {
+        self.mmu.translate(linear, access)
+    }
+
+    fn read_memory(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), Exception> {
+        self.mmu.read_memory(addr, buf)
+    }
+
+    fn write_memory(&mut self, addr: u64, data: &[u8]) -> Result<(), Exception> {
+        self.mmu.write_memory(addr, data)
+    }
+
+    fn cpl(&self) -> Cpl {
+        self.mmu.cpl
+    }
+
+    fn lehash(&self) -> [u8; 32] {
+        self.mmu.lehash()
+    }
+}
+
 impl Cpu for BareMetalCpu {
     fn cpuid(&mut self, leaf: u32, subleaf: u32) -> CpuidResult {
         self.platform.cpuid(leaf, subleaf)
@@ -297,7 +333,7 @@ impl Cpu for BareMetalCpu {
         match msr {
             msr::IA32_FEATURE_CONTROL => Ok(self.feature_control),
             msr::IA32_SGXLEPUBKEYHASH0..=msr::IA32_SGXLEPUBKEYHASH3 if self.platform.capabilities().flc => {
-                Ok(self.lehash[(msr - msr::IA32_SGXLEPUBKEYHASH0) as usize])
+                Ok(self.mmu.lehash[(msr - msr::IA32_SGXLEPUBKEYHASH0) as usize])
             }
             _ => Err(Exception::GP0),
         }
@@ -322,7 +358,7 @@ impl Cpu for BareMetalCpu {
                 if !self.platform.capabilities().flc || !fc.contains(FeatureControl::LOCK | FeatureControl::SGX_LC) {
                     return Err(Exception::GP0);
                 }
-                self.lehash[(msr - msr::IA32_SGXLEPUBKEYHASH0) as usize] = value;
+                self.mmu.lehash[(msr - msr::IA32_SGXLEPUBKEYHASH0) as usize] = value;
                 Ok(())
             }
             _ => Err(Exception::GP0),
@@ -331,20 +367,19 @@ impl Cpu for BareMetalCpu {
 
     fn encls(&mut self, regs: &mut Gprs) -> Result<(), Exception> {
         self.sync_power();
-        if self.cpl != Cpl::Ring0 {
+        if self.mmu.cpl != Cpl::Ring0 {
             return Err(Exception::InvalidOpcode);
         }
-        let platform = Arc::clone(&self.platform);
-        let leaf = leaves::encls_leaf(&platform, regs.rax, self.fc().sgx_usable(), self.paging)?;
-        leaves::execute_encls(&platform, self, leaf, regs)
+        let leaf = leaves::encls_leaf(&self.platform, regs.rax, self.fc().sgx_usable(), self.mmu.paging)?;
+        leaves::execute_encls(&self.platform, &mut self.mmu, leaf, regs)
     }
 
     fn enclu(&mut self, regs: &mut Gprs) -> Result<EnclaveExit, Exception> {
         self.sync_power();
-        if self.cpl != Cpl::Ring3 {
+        if self.mmu.cpl != Cpl::Ring3 {
             return Err(Exception::InvalidOpcode);
         }
-        if !self.fc().sgx_usable() || !self.paging {
+        if !self.fc().sgx_usable() || !self.mmu.paging {
             return Err(Exception::GP0);
         }
         match Enclu::from_u32(regs.rax as u32) {
@@ -358,14 +393,13 @@ impl Cpu for BareMetalCpu {
 
     fn enclv(&mut self, regs: &mut Gprs) -> Result<(), Exception> {
         self.sync_power();
-        if !self.platform.capabilities().enclv || !self.vmx_root || self.cpl != Cpl::Ring0 {
+        if !self.platform.capabilities().enclv || !self.vmx_root || self.mmu.cpl != Cpl::Ring0 {
             return Err(Exception::InvalidOpcode);
         }
-        if !self.fc().sgx_usable() || !self.paging {
+        if !self.fc().sgx_usable() || !self.mmu.paging {
             return Err(Exception::GP0);
         }
-        let platform = Arc::clone(&self.platform);
-        leaves::execute_enclv(&platform, self, regs)
+        leaves::execute_enclv(&self.platform, &mut self.mmu, regs)
     }
 
     fn read(&mut self, linear: u64, buf: &mut [u8]) -> Result<(), Exception> {
@@ -373,9 +407,9 @@ impl Cpu for BareMetalCpu {
         while done < buf.len() {
             let la = linear.wrapping_add(done as u64);
             let n = (4096 - (la & 0xFFF) as usize).min(buf.len() - done);
-            match self.translate(la, Access::Read)? {
+            match self.mmu.translate(la, Access::Read)? {
                 Target::Epc(_) => buf[done..done + n].fill(0xFF),
-                Target::Memory(pa) => self.read_phys(pa, &mut buf[done..done + n]),
+                Target::Memory(pa) => self.mmu.read_phys(pa, &mut buf[done..done + n]),
             }
             done += n;
         }
@@ -389,42 +423,42 @@ impl Cpu for BareMetalCpu {
         while done < data.len() {
             let la = linear.wrapping_add(done as u64);
             let n = (4096 - (la & 0xFFF) as usize).min(data.len() - done);
-            targets.push((self.translate(la, Access::Write)?, done, n));
+            targets.push((self.mmu.translate(la, Access::Write)?, done, n));
             done += n;
         }
         for (target, at, n) in targets {
             if let Target::Memory(pa) = target {
-                self.write_phys(pa, &data[at..at + n]);
+                self.mmu.write_phys(pa, &data[at..at + n]);
             }
         }
         Ok(())
     }
 
     fn set_cr3(&mut self, cr3: u64) {
-        self.cr3 = cr3;
-        self.tlb.flush();
+        self.mmu.cr3 = cr3;
+        self.mmu.tlb.flush();
     }
 
     fn cr3(&self) -> u64 {
-        self.cr3
+        self.mmu.cr3
     }
 
     fn set_paging(&mut self, enabled: bool) {
-        self.paging = enabled;
-        self.tlb.flush();
+        self.mmu.paging = enabled;
+        self.mmu.tlb.flush();
     }
 
     fn paging(&self) -> bool {
-        self.paging
+        self.mmu.paging
     }
 
     fn set_cpl(&mut self, cpl: Cpl) {
         // TLB entries carry the U/S permission, so a ring switch needs no flush.
-        self.cpl = cpl;
+        self.mmu.cpl = cpl;
     }
 
     fn cpl(&self) -> Cpl {
-        self.cpl
+        self.mmu.cpl
     }
 
     fn interrupt_line(&self) -> Arc<InterruptLine> {

@@ -127,18 +127,17 @@ impl Measurement {
     /// words (MODEL CHOICE, SGX.md §1.3). The block count is stored separately.
     pub fn state_bytes(&self) -> [u8; 32] {
         let mut out = [0u8; 32];
-        for (dst, word) in out.as_chunks_mut::<4>().0.iter_mut().zip(self.state) {
-            *dst = word.to_be_bytes();
+        for i in 0..8 {
+            out[4 * i..4 * i + 4].copy_from_slice(&self.state[i].to_be_bytes());
         }
         out
     }
 
     /// Rebuilds a running measurement from [`Self::state_bytes`] and the block count.
     pub fn from_state_bytes(bytes: &[u8; 32], blocks: u64) -> Self {
-        let mut state = [0u32; 8];
-        for (word, src) in state.iter_mut().zip(bytes.as_chunks::<4>().0) {
-            *word = u32::from_be_bytes(*src);
-        }
+        let state = core::array::from_fn(|i| {
+            u32::from_be_bytes([bytes[4 * i], bytes[4 * i + 1], bytes[4 * i + 2], bytes[4 * i + 3]])
+        });
         Self { state, blocks }
     }
 }

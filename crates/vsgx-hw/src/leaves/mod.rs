@@ -22,7 +22,6 @@ use vsgx_isa::cpu::{Cpl, Exception, Gprs, pfec, rflags};
 use vsgx_isa::leaf::{Encls, Enclv};
 use vsgx_isa::status::SgxError;
 use vsgx_isa::{ArchStruct, PageType};
-use zerocopy::IntoBytes;
 
 pub use enclave::{EnclaveMode, EnclaveOpError};
 
