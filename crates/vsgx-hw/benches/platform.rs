@@ -134,7 +134,7 @@ fn main() {
         )
         .unwrap();
     let ewb_info = Pageinfo { linaddr: 0, srcpge: blob, secinfo_or_pcmd: pcmd, secs: 0 };
-    let mut round_trip = |os: &mut SimpleOs<BareMetalCpu>| {
+    let round_trip = |os: &mut SimpleOs<BareMetalCpu>| {
         ok(os, Encls::Eblock, 0, epc, 0);
         ok(os, Encls::Etrack, 0, paging.secs_epc, 0);
         os.cpu().write(ewb_pi, ewb_info.bytes()).unwrap();
