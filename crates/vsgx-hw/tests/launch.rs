@@ -60,3 +60,18 @@ fn intel_hash_without_token_is_invalid_einittoken() {
     let status = os.einit_with_token(built.secs, &sig, &Einittoken::zeroed()).unwrap();
     assert_eq!(status, LeafStatus::Error(SgxError::InvalidEinittoken));
 }
+
+#[test]
+fn a_64_gib_section_costs_host_memory_only_for_pages_in_use() {
+    let cfg = vsgx_hw::config::from_toml("memory_mib = 256\n[[epc]]\nsize_mib = 65536\nnode = 0\n").unwrap();
+    let platform = Platform::new(cfg);
+    assert_eq!(platform.epc().total_pages(), 16 << 20);
+    let mut os = SimpleOs::boot(BareMetalCpu::new(Arc::clone(&platform)), platform.ram().size()).unwrap();
+    let plan = LoadPlan::from_sgxs(SGXS).unwrap();
+    let sig = Sigstruct::from_bytes(SIG).unwrap();
+    let built = os.build(&plan, &sig, default_base(plan.size, true)).unwrap();
+    assert_eq!(os.einit(built.secs, &sig).unwrap(), LeafStatus::Success);
+    // 16 Mi pages of EPC; the slot table exists only for the group in use, content for 10 pages.
+    let host = platform.epc().host_bytes();
+    assert!(host < 1 << 20, "{host} host bytes for a 64 GiB section with 10 pages in use");
+}
