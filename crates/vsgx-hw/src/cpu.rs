@@ -5,9 +5,8 @@
 //! page walk (4 KiB and 2 MiB pages) of page tables kept in the platform's RAM for every linear
 //! address, abort-page semantics for non-enclave accesses to EPC, and ENCLS/ENCLV dispatch.
 //!
-//! Enclave execution (ENCLU[EENTER]/[ERESUME]) is not part of this platform model yet: those two
-//! leaves answer #UD here until the enclave executor lands. Enclave-mode leaves are reachable
-//! through [`crate::leaves::EnclaveMode`].
+//! ENCLU[EENTER]/[ERESUME] run the enclave's WebAssembly through `crate::exec`; enclave-mode
+//! leaves issued by enclave code go through [`crate::leaves::EnclaveMode`].
 
 use std::sync::Arc;
 
@@ -109,12 +108,13 @@ pub struct BareMetalCpu {
     feature_control: u64,
     interrupt: Arc<InterruptLine>,
     reset_epoch: u64,
+    enclave_budget: Option<u64>,
 }
 
 /// The processor state the leaves see through [`OperandAccess`]: paging, privilege, TLB and the
 /// launch-enclave hash. Kept apart from the rest so a leaf can borrow it while the platform is
 /// borrowed from the processor (no reference-count traffic on the hot path).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Mmu {
     platform: Arc<Platform>,
     cr3: u64,
@@ -138,7 +138,15 @@ impl BareMetalCpu {
             lehash: [0; 4],
         };
         let mut cpu =
-            Self { platform, mmu, vmx_root: false, feature_control: 0, interrupt: InterruptLine::new(), reset_epoch };
+            Self {
+            platform,
+            mmu,
+            vmx_root: false,
+            feature_control: 0,
+            interrupt: InterruptLine::new(),
+            reset_epoch,
+            enclave_budget: None,
+        };
         cpu.reset_msrs();
         cpu
     }
@@ -146,6 +154,12 @@ impl BareMetalCpu {
     /// The platform this processor belongs to.
     pub fn platform(&self) -> &Arc<Platform> {
         &self.platform
+    }
+
+    /// Models a timer interrupt: each enclave entry may run for `fuel` units of WebAssembly work
+    /// before an AEX (`None`: until it exits or another thread raises the interrupt line).
+    pub fn set_enclave_budget(&mut self, fuel: Option<u64>) {
+        self.enclave_budget = fuel;
     }
 
     /// VMXON/VMXOFF: ENCLV is only legal in VMX root operation (a hypervisor's processor).
@@ -301,6 +315,12 @@ impl OperandAccess for Mmu {
     }
 }
 
+impl crate::exec::AddressSpace for Mmu {
+    fn boxed_clone(&self) -> Box<dyn crate::exec::AddressSpace> {
+        Box::new(self.clone())
+    }
+}
+
 impl OperandAccess for BareMetalCpu {
     fn translate(&mut self, linear: u64, access: Access) -> Result<Target, Exception> {
         self.mmu.translate(linear, access)
@@ -382,12 +402,17 @@ impl Cpu for BareMetalCpu {
         if !self.fc().sgx_usable() || !self.mmu.paging {
             return Err(Exception::GP0);
         }
+        let entry = crate::exec::Entry {
+            platform: &self.platform,
+            mem: Box::new(self.mmu.clone()),
+            interrupt: &self.interrupt,
+            budget: self.enclave_budget,
+        };
         match Enclu::from_u32(regs.rax as u32) {
+            Some(Enclu::Eenter) => self.platform.executor().eenter(entry, regs),
+            Some(Enclu::Eresume) => self.platform.executor().eresume(entry, regs),
             // Not in enclave mode: every enclave-mode leaf is #GP(0).
-            Some(leaf) if leaf.requires_enclave_mode() => Err(Exception::GP0),
-            // Enclave execution is the executor's (not yet part of this model): see module docs.
-            Some(_) => Err(Exception::InvalidOpcode),
-            None => Err(Exception::GP0),
+            _ => Err(Exception::GP0),
         }
     }
 

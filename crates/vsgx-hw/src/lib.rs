@@ -17,6 +17,7 @@ pub mod config;
 pub mod cpu;
 pub mod crypto;
 pub mod epc;
+pub mod exec;
 pub mod keys;
 pub mod leaves;
 pub mod memory;

@@ -143,6 +143,7 @@ pub struct Platform {
     power_epoch: AtomicU64,
     reset_epoch: AtomicU64,
     unmasked_events: AtomicU32,
+    executor: crate::exec::Executor,
 }
 
 impl std::fmt::Debug for Platform {
@@ -181,6 +182,7 @@ impl Platform {
             power_epoch: AtomicU64::new(0),
             reset_epoch: AtomicU64::new(0),
             unmasked_events: AtomicU32::new(0),
+            executor: crate::exec::Executor::default(),
         })
     }
 
@@ -260,7 +262,13 @@ impl Platform {
             slot.epcm = crate::epc::Epcm::INVALID;
             slot.release();
         });
+        self.executor.clear();
         self.power_epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The enclave executor (compiled modules, calls suspended by AEX).
+    pub fn executor(&self) -> &crate::exec::Executor {
+        &self.executor
     }
 
     /// Counts EPC pages by EPCM state and checks the EPCM invariants: every valid child page

@@ -15,7 +15,7 @@ mod enclave;
 mod enclv;
 mod paging;
 mod remove;
-mod secs;
+pub(crate) mod secs;
 mod sgx2;
 
 use vsgx_isa::cpu::{Cpl, Exception, Gprs, pfec, rflags};
@@ -24,6 +24,8 @@ use vsgx_isa::status::SgxError;
 use vsgx_isa::{ArchStruct, PageType};
 
 pub use enclave::{EnclaveMode, EnclaveOpError};
+pub(crate) use build::canonical;
+
 
 use crate::epc::{PageGuard, PageId};
 use crate::platform::Platform;

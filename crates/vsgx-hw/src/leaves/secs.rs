@@ -20,6 +20,10 @@ pub fn u64_at(page: &[u8; 4096], off: usize) -> u64 {
     u64::from_le_bytes(b)
 }
 
+pub fn u32_at(page: &[u8; 4096], off: usize) -> u32 {
+    u32::from_le_bytes(bytes(page, off))
+}
+
 pub fn set_u64(page: &mut [u8; 4096], off: usize, v: u64) {
     page[off..off + 8].copy_from_slice(&v.to_le_bytes());
 }
