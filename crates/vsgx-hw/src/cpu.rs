@@ -137,8 +137,7 @@ impl BareMetalCpu {
             tlb: Tlb::EMPTY,
             lehash: [0; 4],
         };
-        let mut cpu =
-            Self {
+        let mut cpu = Self {
             platform,
             mmu,
             vmx_root: false,

@@ -33,7 +33,7 @@ pub mod msr;
 pub mod sgxs;
 pub mod signing;
 pub mod status;
-pub mod wasm_abi;
 pub mod types;
+pub mod wasm_abi;
 
 pub use types::*;

@@ -121,11 +121,15 @@ impl Header {
         for index in 0..count {
             let at = ECALL_TABLE + index * ECALL_NAME_SLOT;
             let slot = &page[at..at + ECALL_NAME_SLOT];
-            let len = slot.iter().position(|&b| b == 0).ok_or(HeaderError::Ecall { index, reason: "name not NUL-terminated" })?;
+            let len = slot
+                .iter()
+                .position(|&b| b == 0)
+                .ok_or(HeaderError::Ecall { index, reason: "name not NUL-terminated" })?;
             if slot[len..].iter().any(|&b| b != 0) {
                 return Err(HeaderError::Ecall { index, reason: "bytes after the name are not zero" });
             }
-            let name = core::str::from_utf8(&slot[..len]).map_err(|_| HeaderError::Ecall { index, reason: "name is not UTF-8" })?;
+            let name = core::str::from_utf8(&slot[..len])
+                .map_err(|_| HeaderError::Ecall { index, reason: "name is not UTF-8" })?;
             ecalls.push(String::from(name));
         }
         let header = Self {
@@ -150,7 +154,8 @@ impl Header {
         if self.heap_len % WASM_PAGE != 0 {
             return layout("the heap must be a whole number of 64 KiB WebAssembly pages");
         }
-        let code_end = self.code_offset.checked_add(self.code_len).ok_or(HeaderError::Layout("code region overflows"))?;
+        let code_end =
+            self.code_offset.checked_add(self.code_len).ok_or(HeaderError::Layout("code region overflows"))?;
         if self.code_offset < 4096 || code_end > self.heap_offset {
             return layout("the code region must lie between the header and the heap");
         }

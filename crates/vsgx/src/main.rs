@@ -52,6 +52,11 @@ enum EnclaveCommand {
     },
     /// Sign an enclave: write its SIGSTRUCT (1808 bytes). Same inputs always give the same bytes.
     Sign(cmd::enclave::SignArgs),
+    /// Build a WebAssembly enclave: NAME.sgxs + NAME.sig, reproducible byte for byte.
+    Build(cmd::wasm::BuildArgs),
+    /// Run an ECALL of a WebAssembly enclave on an embedded bare-metal platform; prints exactly the
+    /// enclave's output bytes (diagnostics on stderr).
+    Run(cmd::wasm::RunArgs),
     /// Build an enclave on a fresh embedded bare-metal platform (ECREATE/EADD/EEXTEND, as an OS
     /// would), set the launch hash MSRs to its signer as Linux does, and run EINIT.
     /// Exit status: 0 EINIT succeeded, 1 EINIT returned an error (or the build faulted),
@@ -86,6 +91,8 @@ fn main() -> ExitCode {
         Command::Enclave(EnclaveCommand::Measure { file, json }) => cmd::enclave::measure(&file, json),
         Command::Enclave(EnclaveCommand::Keygen { output, force }) => cmd::enclave::keygen(&output, force),
         Command::Enclave(EnclaveCommand::Sign(args)) => cmd::enclave::sign(&args),
+        Command::Enclave(EnclaveCommand::Build(args)) => cmd::wasm::build(&args),
+        Command::Enclave(EnclaveCommand::Run(args)) => cmd::wasm::run(&args),
         Command::Enclave(EnclaveCommand::VerifyLaunch { image, sig, json }) => {
             cmd::launch::verify_launch(&image, &sig, json)
         }

@@ -25,6 +25,21 @@ pub fn u16_any(s: &str) -> Result<u16, String> {
     u16::try_from(v).map_err(|_| format!("{s} does not fit in 16 bits (0–65535)"))
 }
 
+/// Parses a byte size: a number with an optional K/M/G suffix (KiB/MiB/GiB also accepted).
+pub fn size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (digits, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = digits.parse().map_err(|_| format!("'{s}' is not a size (e.g. 65536, 64K, 1M)"))?;
+    let mult = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("'{s}': unknown unit '{unit}' (use K, M or G)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("'{s}' is too large"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,5 +58,10 @@ mod tests {
         assert_eq!(u16_any("0x10"), Ok(16));
         assert!(u16_any("65536").is_err());
         assert!(u16_any("-1").is_err());
+        assert_eq!(size("64K"), Ok(65536));
+        assert_eq!(size("2MiB"), Ok(2 << 20));
+        assert_eq!(size("4096"), Ok(4096));
+        assert!(size("1X").is_err());
+        assert!(size("K").is_err());
     }
 }

@@ -21,12 +21,12 @@ use core::convert::Infallible;
 
 use wasm_encoder::reencode::{self, Reencode};
 use wasm_encoder::{
-    CodeSection, DataCountSection, DataSection, ElementSection, EntityType, ExportSection, Function,
-    FunctionSection, GlobalSection, ImportSection, Instruction, Module, TableSection, TypeSection,
+    CodeSection, DataCountSection, DataSection, ElementSection, EntityType, ExportSection, Function, FunctionSection,
+    GlobalSection, ImportSection, Instruction, Module, TableSection, TypeSection,
 };
 use wasmparser::{
-    BinaryReaderError, CompositeInnerType, FuncType, FunctionBody, Import, MemArg, Operator, Parser, Payload,
-    TypeRef, ValType, Validator, WasmFeatures,
+    BinaryReaderError, CompositeInnerType, FuncType, FunctionBody, Import, MemArg, Operator, Parser, Payload, TypeRef,
+    ValType, Validator, WasmFeatures,
 };
 
 use super::abi::{self, Ty};
@@ -88,7 +88,9 @@ pub enum InstrumentError {
         offset: usize,
     },
     /// A memory is imported under another name than `env.memory`.
-    #[error("memory imported as {module}.{name} (byte offset {offset}); the enclave heap must be imported as env.memory")]
+    #[error(
+        "memory imported as {module}.{name} (byte offset {offset}); the enclave heap must be imported as env.memory"
+    )]
     MemoryImportName {
         /// Import module name.
         module: String,
@@ -98,7 +100,9 @@ pub enum InstrumentError {
         offset: usize,
     },
     /// The imported memory has a type enclaves do not support.
-    #[error("the imported memory env.memory (byte offset {offset}) is {reason}; the enclave heap is a 32-bit unshared memory with 64 KiB pages")]
+    #[error(
+        "the imported memory env.memory (byte offset {offset}) is {reason}; the enclave heap is a 32-bit unshared memory with 64 KiB pages"
+    )]
     MemoryType {
         /// What is wrong ("shared", "64-bit", ...).
         reason: &'static str,
@@ -186,6 +190,14 @@ pub enum InstrumentError {
         /// Its locals (parameters included).
         locals: u64,
     },
+    /// The instrumented module does not validate (a limit was exceeded, or a bug).
+    #[error("the instrumented module is not valid (byte offset {offset} of the output): {message}")]
+    Output {
+        /// Byte offset in the output.
+        offset: usize,
+        /// wasmparser's description.
+        message: String,
+    },
     /// Re-encoding failed (a bug: validation should have excluded it).
     #[error("internal instrumentation error: {0}")]
     Internal(String),
@@ -233,7 +245,12 @@ pub fn instrument(module: &[u8]) -> Result<Vec<u8>, InstrumentError> {
             InstrumentError::Invalid { offset, message }
         });
     }
-    Rewriter::default().run(module)
+    let out = Rewriter::default().run(module)?;
+    // Defense in depth: never hand the executor a module its engine would reject.
+    Validator::new_with_features(features())
+        .validate_all(&out)
+        .map_err(|e| InstrumentError::Output { offset: e.offset(), message: e.message().to_string() })?;
+    Ok(out)
 }
 
 /// Renumbers defined functions past the added import.
@@ -385,8 +402,14 @@ impl Rewriter {
         let index = match existing {
             Some(index) => index,
             None => {
-                types.ty().function(abi::TOUCH.params.iter().map(|&t| enc_ty(t)), abi::TOUCH.results.iter().map(|&t| enc_ty(t)));
-                self.types.push(None);
+                types.ty().function(
+                    abi::TOUCH.params.iter().map(|&t| enc_ty(t)),
+                    abi::TOUCH.results.iter().map(|&t| enc_ty(t)),
+                );
+                self.types.push(Some(FuncType::new(
+                    abi::TOUCH.params.iter().map(|&t| parser_ty(t)),
+                    abi::TOUCH.results.iter().map(|&t| parser_ty(t)),
+                )));
                 self.types.len() - 1
             }
         };
@@ -448,12 +471,17 @@ impl Rewriter {
                 };
                 let Some(found) = usize::try_from(ty).ok().and_then(|ty| self.types.get(ty)).and_then(Option::as_ref)
                 else {
-                    return Err(InstrumentError::Internal(format!("import {module}.{name}: type {ty} is not a function type")));
+                    return Err(InstrumentError::Internal(format!(
+                        "import {module}.{name}: type {ty} is not a function type"
+                    )));
                 };
                 if !sig_matches(found, expected) {
                     return Err(InstrumentError::ImportSignature {
                         name,
-                        expected: fmt_sig(expected.params.iter().map(|&t| parser_ty(t)), expected.results.iter().map(|&t| parser_ty(t))),
+                        expected: fmt_sig(
+                            expected.params.iter().map(|&t| parser_ty(t)),
+                            expected.results.iter().map(|&t| parser_ty(t)),
+                        ),
                         found: fmt_sig(found.params().iter(), found.results().iter()),
                         offset,
                     });
@@ -461,7 +489,9 @@ impl Rewriter {
                 self.imported_funcs += 1;
             }
             TypeRef::Table(_) => return Err(InstrumentError::ForbiddenImport { kind: "table", module, name, offset }),
-            TypeRef::Global(_) => return Err(InstrumentError::ForbiddenImport { kind: "global", module, name, offset }),
+            TypeRef::Global(_) => {
+                return Err(InstrumentError::ForbiddenImport { kind: "global", module, name, offset });
+            }
             TypeRef::Tag(_) => return Err(InstrumentError::ForbiddenImport { kind: "tag", module, name, offset }),
         }
         Ok(())
@@ -716,4 +746,547 @@ fn fmt_sig<P: core::fmt::Display, R: core::fmt::Display>(
         list(params.map(|p| p.to_string()).collect()),
         list(results.map(|r| r.to_string()).collect())
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmi::{Caller, Engine, Instance, Linker, Memory, MemoryType, Module as WasmiModule, Store};
+
+    const W: u32 = WRITE;
+
+    /// Host state: recorded touches and ABI calls.
+    #[derive(Default)]
+    struct Host {
+        touches: Vec<(u32, u32, u32)>,
+        calls: Vec<&'static str>,
+    }
+
+    struct Running {
+        store: Store<Host>,
+        instance: Instance,
+        memory: Memory,
+    }
+
+    impl Running {
+        fn new(bytes: &[u8]) -> Self {
+            let engine = Engine::default();
+            let module = WasmiModule::new(&engine, bytes).unwrap();
+            let mut store = Store::new(&engine, Host::default());
+            let memory = Memory::new(&mut store, MemoryType::new(1, Some(4))).unwrap();
+            let mut linker = Linker::<Host>::new(&engine);
+            linker.define("env", "memory", memory).unwrap();
+            linker
+                .func_wrap("vsgx", "__vsgx_touch", |mut c: Caller<'_, Host>, a: i32, o: i32, l: i32| {
+                    c.data_mut().touches.push((a as u32, o as u32, l as u32))
+                })
+                .unwrap();
+            linker
+                .func_wrap("vsgx", "eexit", |mut c: Caller<'_, Host>, _: i64| c.data_mut().calls.push("eexit"))
+                .unwrap();
+            linker
+                .func_wrap("vsgx", "copy_in", |mut c: Caller<'_, Host>, _: i32, _: i64, _: i32| {
+                    c.data_mut().calls.push("copy_in")
+                })
+                .unwrap();
+            linker
+                .func_wrap("vsgx", "copy_out", |mut c: Caller<'_, Host>, _: i64, _: i32, _: i32| {
+                    c.data_mut().calls.push("copy_out")
+                })
+                .unwrap();
+            linker
+                .func_wrap("vsgx", "egetkey", |mut c: Caller<'_, Host>, _: i32, _: i32| -> i64 {
+                    c.data_mut().calls.push("egetkey");
+                    0
+                })
+                .unwrap();
+            linker
+                .func_wrap("vsgx", "ereport", |mut c: Caller<'_, Host>, _: i32, _: i32, _: i32| {
+                    c.data_mut().calls.push("ereport")
+                })
+                .unwrap();
+            linker
+                .func_wrap("vsgx", "eaccept", |mut c: Caller<'_, Host>, _: i32, _: i32| -> i64 {
+                    c.data_mut().calls.push("eaccept");
+                    0
+                })
+                .unwrap();
+            linker
+                .func_wrap("vsgx", "emodpe", |mut c: Caller<'_, Host>, _: i32, _: i32| {
+                    c.data_mut().calls.push("emodpe")
+                })
+                .unwrap();
+            linker
+                .func_wrap("vsgx", "eacceptcopy", |mut c: Caller<'_, Host>, _: i32, _: i32, _: i32| -> i64 {
+                    c.data_mut().calls.push("eacceptcopy");
+                    0
+                })
+                .unwrap();
+            let instance = linker.instantiate_and_start(&mut store, &module).unwrap();
+            Self { store, instance, memory }
+        }
+
+        fn call<P: wasmi::WasmParams, R: wasmi::WasmResults>(
+            &mut self,
+            name: &str,
+            args: P,
+        ) -> Result<R, wasmi::Error> {
+            let f = self.instance.get_typed_func::<P, R>(&self.store, name).unwrap();
+            f.call(&mut self.store, args)
+        }
+
+        fn mem(&self) -> &[u8] {
+            self.memory.data(&self.store)
+        }
+
+        fn take_touches(&mut self) -> Vec<(u32, u32, u32)> {
+            std::mem::take(&mut self.store.data_mut().touches)
+        }
+    }
+
+    fn wasm(text: &str) -> Vec<u8> {
+        wat::parse_str(text).unwrap()
+    }
+
+    /// Instruments and checks the output validates under the enclave feature set.
+    fn instrumented(bytes: &[u8]) -> Vec<u8> {
+        let out = instrument(bytes).unwrap();
+        Validator::new_with_features(features()).validate_all(&out).unwrap();
+        out
+    }
+
+    /// Original and instrumented instances of the same module.
+    fn pair(text: &str) -> (Running, Running) {
+        let bytes = wasm(text);
+        let out = instrumented(&bytes);
+        (Running::new(&bytes), Running::new(&out))
+    }
+
+    const MEMORY_HEAVY: &str = r#"
+        (module
+          (import "vsgx" "eexit" (func $eexit (param i64)))
+          (import "env" "memory" (memory 1))
+          (data $seg "\01\02\03\04\05\06\07\08")
+          (func (export "fill") (param $p i32) (param $n i32)
+            (local $i i32)
+            (block $done (loop $l
+              (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+              (i32.store (i32.add (local.get $p) (i32.shl (local.get $i) (i32.const 2)))
+                         (i32.add (i32.mul (local.get $i) (local.get $i)) (i32.const 1)))
+              (local.set $i (i32.add (local.get $i) (i32.const 1)))
+              (br $l))))
+          (func (export "sum") (param $p i32) (param $n i32) (result i64)
+            (local $i i32) (local $s i64)
+            (block $done (loop $l
+              (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+              (local.set $s (i64.add (local.get $s)
+                (i64.load32_u (i32.add (local.get $p) (i32.shl (local.get $i) (i32.const 2))))))
+              (local.set $i (i32.add (local.get $i) (i32.const 1)))
+              (br $l)))
+            (local.get $s))
+          (func (export "mixed") (param $p i32) (result i64)
+            (local $s i64)
+            (i64.store offset=8 (local.get $p) (i64.const 0x0102030405060708))
+            (f32.store offset=16 (local.get $p) (f32.const 1.5))
+            (f64.store offset=24 (local.get $p) (f64.const -2.25))
+            (i32.store8 offset=32 (local.get $p) (i32.const 0x1ff))
+            (i32.store16 offset=34 (local.get $p) (i32.const 0x12345))
+            (i64.store8 offset=36 (local.get $p) (i64.const -1))
+            (i64.store16 offset=38 (local.get $p) (i64.const 0x8001))
+            (i64.store32 offset=40 (local.get $p) (i64.const 0xdeadbeef))
+            (local.set $s (i64.load offset=8 (local.get $p)))
+            (local.set $s (i64.add (local.get $s) (i64.extend_i32_u (i32.reinterpret_f32 (f32.load offset=16 (local.get $p))))))
+            (local.set $s (i64.add (local.get $s) (i64.reinterpret_f64 (f64.load offset=24 (local.get $p)))))
+            (local.set $s (i64.add (local.get $s) (i64.extend_i32_s (i32.load8_s offset=32 (local.get $p)))))
+            (local.set $s (i64.add (local.get $s) (i64.extend_i32_u (i32.load8_u offset=32 (local.get $p)))))
+            (local.set $s (i64.add (local.get $s) (i64.extend_i32_s (i32.load16_s offset=34 (local.get $p)))))
+            (local.set $s (i64.add (local.get $s) (i64.extend_i32_u (i32.load16_u offset=34 (local.get $p)))))
+            (local.set $s (i64.add (local.get $s) (i64.load8_s offset=36 (local.get $p))))
+            (local.set $s (i64.add (local.get $s) (i64.load8_u offset=36 (local.get $p))))
+            (local.set $s (i64.add (local.get $s) (i64.load16_s offset=38 (local.get $p))))
+            (local.set $s (i64.add (local.get $s) (i64.load16_u offset=38 (local.get $p))))
+            (local.set $s (i64.add (local.get $s) (i64.load32_s offset=40 (local.get $p))))
+            (local.set $s (i64.add (local.get $s) (i64.extend_i32_u (i32.load offset=40 (local.get $p)))))
+            (local.get $s))
+          (func (export "bulk") (param $dst i32) (param $src i32) (param $n i32)
+            (memory.fill (local.get $dst) (i32.const 0xab) (local.get $n))
+            (memory.copy (i32.add (local.get $dst) (local.get $n)) (local.get $src) (local.get $n))
+            (memory.init $seg (i32.add (local.get $dst) (i32.shl (local.get $n) (i32.const 1))) (i32.const 2) (i32.const 4)))
+          (func (export "fill_len") (param $dst i32) (param $n i32)
+            (memory.fill (local.get $dst) (i32.const 0) (local.get $n)))
+          (func (export "copy_len") (param $dst i32) (param $src i32) (param $n i32)
+            (memory.copy (local.get $dst) (local.get $src) (local.get $n)))
+          (func (export "grow") (param i32) (result i32) (memory.grow (local.get 0)))
+          (func (export "size") (result i32) (memory.size))
+          (func (export "no_memory") (param i32) (result i32) (i32.add (local.get 0) (i32.const 1))))
+    "#;
+
+    #[test]
+    fn loads_and_stores_behave_identically_and_are_touched() {
+        let (mut orig, mut inst) = pair(MEMORY_HEAVY);
+
+        orig.call::<_, ()>("fill", (100, 5)).unwrap();
+        inst.call::<_, ()>("fill", (100, 5)).unwrap();
+        assert_eq!(orig.mem(), inst.mem());
+        assert_eq!(inst.take_touches(), (0..5).map(|i| (100 + 4 * i, 0, 4 | W)).collect::<Vec<_>>());
+
+        let a: i64 = orig.call("sum", (100, 5)).unwrap();
+        let b: i64 = inst.call("sum", (100, 5)).unwrap();
+        assert_eq!((a, b), (1 + 2 + 5 + 10 + 17, 1 + 2 + 5 + 10 + 17));
+        assert_eq!(inst.take_touches(), (0..5).map(|i| (100 + 4 * i, 0, 4)).collect::<Vec<_>>());
+
+        let a: i64 = orig.call("mixed", 1000).unwrap();
+        let b: i64 = inst.call("mixed", 1000).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(orig.mem(), inst.mem());
+        let stores =
+            [(8, 8), (16, 4), (24, 8), (32, 1), (34, 2), (36, 1), (38, 2), (40, 4)].map(|(o, n)| (1000, o, n | W));
+        let loads = [
+            (8, 8),
+            (16, 4),
+            (24, 8),
+            (32, 1),
+            (32, 1),
+            (34, 2),
+            (34, 2),
+            (36, 1),
+            (36, 1),
+            (38, 2),
+            (38, 2),
+            (40, 4),
+            (40, 4),
+        ]
+        .map(|(o, n)| (1000, o, n));
+        assert_eq!(inst.take_touches(), [&stores[..], &loads[..]].concat());
+        assert!(orig.store.data().touches.is_empty());
+    }
+
+    #[test]
+    fn bulk_operations_behave_identically_and_are_touched() {
+        let (mut orig, mut inst) = pair(MEMORY_HEAVY);
+        orig.call::<_, ()>("fill", (100, 8)).unwrap();
+        inst.call::<_, ()>("fill", (100, 8)).unwrap();
+        inst.take_touches();
+        orig.call::<_, ()>("bulk", (2000, 100, 32)).unwrap();
+        inst.call::<_, ()>("bulk", (2000, 100, 32)).unwrap();
+        assert_eq!(orig.mem(), inst.mem());
+        assert_eq!(&inst.mem()[2064..2068], &[3, 4, 5, 6]);
+        assert_eq!(inst.take_touches(), vec![(2000, 0, 32 | W), (100, 0, 32), (2032, 0, 32 | W), (2064, 0, 4 | W)]);
+
+        // Zero-length operations are touched with length 0.
+        inst.call::<_, ()>("copy_len", (10, 20, 0)).unwrap();
+        assert_eq!(inst.take_touches(), vec![(20, 0, 0), (10, 0, W)]);
+    }
+
+    #[test]
+    fn huge_bulk_lengths_are_clamped() {
+        let (mut orig, mut inst) = pair(MEMORY_HEAVY);
+        // Both trap (out of bounds), the instrumented one after announcing a clamped length.
+        assert!(orig.call::<_, ()>("fill_len", (16, i32::MIN)).is_err());
+        assert!(inst.call::<_, ()>("fill_len", (16, i32::MIN)).is_err());
+        assert_eq!(inst.take_touches(), vec![(16, 0, 0x7FFF_FFFF | W)]);
+        assert!(inst.call::<_, ()>("copy_len", (1, 2, -1)).is_err());
+        assert_eq!(inst.take_touches(), vec![(2, 0, 0x7FFF_FFFF), (1, 0, 0x7FFF_FFFF | W)]);
+        assert!(inst.call::<_, ()>("fill_len", (16, 0x7FFF_FFFF)).is_err());
+        assert_eq!(inst.take_touches(), vec![(16, 0, 0x7FFF_FFFF | W)]);
+    }
+
+    #[test]
+    fn memory_grow_always_fails() {
+        let (mut orig, mut inst) = pair(MEMORY_HEAVY);
+        assert_eq!(orig.call::<_, i32>("grow", 1).unwrap(), 1);
+        assert_eq!(orig.call::<_, i32>("size", ()).unwrap(), 2);
+        assert_eq!(inst.call::<_, i32>("grow", 1).unwrap(), -1);
+        assert_eq!(inst.call::<_, i32>("grow", 0).unwrap(), -1);
+        assert_eq!(inst.call::<_, i32>("size", ()).unwrap(), 1);
+        assert_eq!(inst.mem().len(), 65536);
+        assert!(inst.take_touches().is_empty());
+    }
+
+    /// Parsed shape of an output module.
+    struct Shape {
+        types: Vec<FuncType>,
+        func_imports: Vec<(String, String, u32)>,
+        locals: Vec<u32>,
+        data: Vec<bool>,
+        data_count: Option<u32>,
+    }
+
+    fn shape(bytes: &[u8]) -> Shape {
+        let mut s = Shape { types: vec![], func_imports: vec![], locals: vec![], data: vec![], data_count: None };
+        for p in Parser::new(0).parse_all(bytes) {
+            match p.unwrap() {
+                Payload::TypeSection(r) => {
+                    for t in r.into_iter_err_on_gc_types() {
+                        s.types.push(t.unwrap());
+                    }
+                }
+                Payload::ImportSection(r) => {
+                    for i in r {
+                        let i = i.unwrap();
+                        if let TypeRef::Func(t) = i.ty {
+                            s.func_imports.push((i.module.into(), i.name.into(), t));
+                        }
+                    }
+                }
+                Payload::CodeSectionEntry(b) => {
+                    s.locals.push(b.get_locals_reader().unwrap().into_iter().map(|l| l.unwrap().0).sum());
+                }
+                Payload::DataSection(r) => {
+                    for d in r {
+                        s.data.push(matches!(d.unwrap().kind, wasmparser::DataKind::Active { .. }));
+                    }
+                }
+                Payload::DataCountSection { count, .. } => s.data_count = Some(count),
+                _ => {}
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn touch_is_the_last_function_import_and_temporaries_are_appended() {
+        let input = wasm(MEMORY_HEAVY);
+        let (before, after) = (shape(&input), shape(&instrumented(&input)));
+        // `bulk` and `copy_len` already have the type (i32, i32, i32) -> ().
+        assert_eq!(after.types.len(), before.types.len());
+        let last = after.func_imports.last().unwrap();
+        assert_eq!((last.0.as_str(), last.1.as_str()), ("vsgx", "__vsgx_touch"));
+        let touch = &after.types[last.2 as usize];
+        assert_eq!((touch.params(), touch.results()), (&[ValType::I32; 3][..], &[][..]));
+        assert_eq!(after.func_imports.len(), before.func_imports.len() + 1);
+        // Functions touching memory get 6 temporaries after their own locals; others none.
+        let added: Vec<u32> = after.locals.iter().zip(&before.locals).map(|(a, b)| a - b).collect();
+        assert_eq!(added, vec![6, 6, 6, 6, 6, 6, 0, 0, 0]);
+    }
+
+    #[test]
+    fn identical_touch_type_is_reused() {
+        let input = wasm(
+            r#"(module (import "vsgx" "ereport" (func (param i32 i32 i32)))
+                       (import "env" "memory" (memory 1)))"#,
+        );
+        let (before, after) = (shape(&input), shape(&instrumented(&input)));
+        assert_eq!(before.types.len(), 1);
+        assert_eq!(after.types.len(), 1);
+        assert_eq!(after.func_imports[1], ("vsgx".into(), "__vsgx_touch".into(), 0));
+
+        // Otherwise the type is appended.
+        let input = wasm(CALLS);
+        let (before, after) = (shape(&input), shape(&instrumented(&input)));
+        assert_eq!(after.types.len(), before.types.len() + 1);
+        assert_eq!(after.func_imports[2], ("vsgx".into(), "__vsgx_touch".into(), before.types.len() as u32));
+
+        // A module without a type section gets one.
+        let input = wasm(r#"(module (import "env" "memory" (memory 1)))"#);
+        let after = shape(&instrumented(&input));
+        assert_eq!(after.types.len(), 1);
+        assert_eq!(after.func_imports, vec![("vsgx".into(), "__vsgx_touch".into(), 0)]);
+    }
+
+    const CALLS: &str = r#"
+        (module
+          (import "vsgx" "copy_in" (func $copy_in (param i32 i64 i32)))
+          (import "env" "memory" (memory 1))
+          (import "vsgx" "eexit" (func $eexit (param i64)))
+          (type $ret_i32 (func (result i32)))
+          (table $t 4 funcref)
+          (elem (table $t) (i32.const 0) funcref (ref.func $ten) (ref.func $twenty))
+          (elem (table $t) (i32.const 2) func $thirty)
+          (elem declare func $forty)
+          (global $g funcref (ref.func $forty))
+          (func $ten (result i32) (i32.const 10))
+          (func $twenty (result i32) (i32.const 20))
+          (func $thirty (result i32) (i32.const 30))
+          (func $forty (result i32) (i32.const 40))
+          (func (export "direct") (result i32) (i32.add (call $ten) (call $thirty)))
+          (func (export "indirect") (param i32) (result i32) (call_indirect (type $ret_i32) (local.get 0)))
+          (func (export "via_ref") (result i32)
+            (table.set $t (i32.const 3) (ref.func $forty))
+            (call_indirect (type $ret_i32) (i32.const 3)))
+          (func (export "via_global") (result i32)
+            (table.set $t (i32.const 3) (global.get $g))
+            (call_indirect (type $ret_i32) (i32.const 3)))
+          (func (export "host") (call $copy_in (i32.const 0) (i64.const 0) (i32.const 0)) (call $eexit (i64.const 7)))
+          (export "twenty" (func $twenty)))
+    "#;
+
+    #[test]
+    fn calls_reach_the_same_functions_after_the_index_shift() {
+        let (mut orig, mut inst) = pair(CALLS);
+        for r in [&mut orig, &mut inst] {
+            assert_eq!(r.call::<_, i32>("direct", ()).unwrap(), 40);
+            assert_eq!(r.call::<_, i32>("indirect", 0).unwrap(), 10);
+            assert_eq!(r.call::<_, i32>("indirect", 1).unwrap(), 20);
+            assert_eq!(r.call::<_, i32>("indirect", 2).unwrap(), 30);
+            assert!(r.call::<_, i32>("indirect", 3).is_err());
+            assert_eq!(r.call::<_, i32>("via_ref", ()).unwrap(), 40);
+            assert_eq!(r.call::<_, i32>("via_global", ()).unwrap(), 40);
+            assert_eq!(r.call::<_, i32>("twenty", ()).unwrap(), 20);
+            r.call::<_, ()>("host", ()).unwrap();
+            assert_eq!(r.store.data().calls, vec!["copy_in", "eexit"]);
+            assert!(r.store.data().touches.is_empty());
+        }
+    }
+
+    #[test]
+    fn active_data_segments_are_not_applied() {
+        let text = r#"
+            (module
+              (import "env" "memory" (memory 1))
+              (data (i32.const 16) "hello")
+              (data $p "world")
+              (func (export "init") (memory.init $p (i32.const 32) (i32.const 0) (i32.const 5)))
+              (func (export "drop") (data.drop 0) (data.drop $p)))
+        "#;
+        let (mut orig, mut inst) = pair(text);
+        assert_eq!(&orig.mem()[16..21], b"hello");
+        assert_eq!(&inst.mem()[16..21], &[0; 5]);
+        inst.call::<_, ()>("init", ()).unwrap();
+        assert_eq!(&inst.mem()[32..37], b"world");
+        assert_eq!(inst.take_touches(), vec![(32, 0, 5 | W)]);
+        inst.call::<_, ()>("drop", ()).unwrap();
+        orig.call::<_, ()>("drop", ()).unwrap();
+
+        let (before, after) = (shape(&wasm(text)), shape(&instrumented(&wasm(text))));
+        assert_eq!(before.data, vec![true, false]);
+        assert_eq!(after.data, vec![false, false]);
+        assert_eq!(before.data_count, Some(2));
+        assert_eq!(after.data_count, Some(2));
+    }
+
+    fn err(text: &str) -> InstrumentError {
+        instrument(&wasm(text)).unwrap_err()
+    }
+
+    #[test]
+    fn structural_violations_are_rejected() {
+        assert!(matches!(err("(module (memory 1))"), InstrumentError::DefinedMemory { .. }));
+        assert_eq!(err("(module)"), InstrumentError::NoMemory);
+        assert!(matches!(
+            err(r#"(module (import "env" "mem" (memory 1)))"#),
+            InstrumentError::MemoryImportName { module, name, .. } if module == "env" && name == "mem"
+        ));
+        assert!(matches!(
+            err(r#"(module (import "env" "memory" (memory 1)) (import "vsgx" "foo" (func)))"#),
+            InstrumentError::UnknownImport { module, name, .. } if module == "vsgx" && name == "foo"
+        ));
+        assert!(matches!(
+            err(r#"(module (import "env" "memory" (memory 1)) (import "env" "eexit" (func (param i64))))"#),
+            InstrumentError::UnknownImport { module, .. } if module == "env"
+        ));
+        let e = err(
+            r#"(module (import "env" "memory" (memory 1)) (import "vsgx" "egetkey" (func (param i32 i32) (result i32))))"#,
+        );
+        assert_eq!(
+            e,
+            InstrumentError::ImportSignature {
+                name: "egetkey".into(),
+                expected: "(i32, i32) -> (i64)".into(),
+                found: "(i32, i32) -> (i32)".into(),
+                offset: match e {
+                    InstrumentError::ImportSignature { offset, .. } => offset,
+                    _ => unreachable!(),
+                },
+            }
+        );
+        assert!(matches!(
+            err(r#"(module (import "env" "memory" (memory 1)) (func $f) (start $f))"#),
+            InstrumentError::StartFunction { func: 0, .. }
+        ));
+        assert!(matches!(
+            err(
+                r#"(module (import "env" "memory" (memory 1)) (import "vsgx" "__vsgx_touch" (func (param i32 i32 i32))))"#
+            ),
+            InstrumentError::TouchImported { .. }
+        ));
+        assert!(matches!(
+            err(r#"(module (import "env" "memory" (memory 1)) (import "env" "g" (global i32)))"#),
+            InstrumentError::ForbiddenImport { kind: "global", .. }
+        ));
+        assert!(matches!(
+            err(r#"(module (import "env" "memory" (memory 1)) (import "env" "t" (table 1 funcref)))"#),
+            InstrumentError::ForbiddenImport { kind: "table", .. }
+        ));
+        assert!(matches!(
+            err(
+                r#"(module (import "env" "memory" (memory 1)) (import "vsgx" "eexit" (func (param i64))) (func) (func (drop (i32.load offset=0x80000000 (i32.const 0)))))"#
+            ),
+            InstrumentError::OffsetTooLarge { func: 2, static_offset: 0x8000_0000, .. }
+        ));
+        // The largest representable static offset is fine.
+        instrumented(&wasm(
+            r#"(module (import "env" "memory" (memory 1)) (func (drop (i32.load offset=0x7fffffff (i32.const 0)))))"#,
+        ));
+    }
+
+    #[test]
+    fn unsupported_features_and_invalid_modules_are_rejected() {
+        let unsupported = |text: &str, what: &str| match err(text) {
+            InstrumentError::Unsupported { message, .. } => assert!(message.contains(what), "{message}"),
+            other => panic!("expected Unsupported({what}), got {other:?}"),
+        };
+        unsupported(r#"(module (import "env" "memory" (memory i64 1)))"#, "memory64");
+        unsupported(r#"(module (import "env" "memory" (memory 1 1 shared)))"#, "threads");
+        unsupported(r#"(module (import "env" "memory" (memory 1)) (func (drop (v128.load (i32.const 0)))))"#, "SIMD");
+        unsupported(
+            r#"(module (import "env" "memory" (memory 1)) (func (drop (i32.atomic.load (i32.const 0)))))"#,
+            "threads",
+        );
+        unsupported(
+            r#"(module (import "env" "memory" (memory 1)) (import "env" "m2" (memory 1)))"#,
+            "multiple memories",
+        );
+        unsupported(r#"(module (import "env" "memory" (memory 1)) (func $f (return_call $f)))"#, "tail");
+        assert!(matches!(instrument(b"\0asm\x01\0\0\0\x01"), Err(InstrumentError::Invalid { .. })));
+        assert!(matches!(instrument(b"not wasm"), Err(InstrumentError::Invalid { offset: 0, .. })));
+        assert!(matches!(
+            err(r#"(module (import "env" "memory" (memory 1)) (func (result i32) (i64.const 0)))"#),
+            InstrumentError::Invalid { .. }
+        ));
+    }
+
+    #[test]
+    fn accesses_in_unreachable_code_still_validate() {
+        let text = r#"
+            (module
+              (import "env" "memory" (memory 1))
+              (func (unreachable) (i64.store) (unreachable) (f32.store offset=4) (unreachable) (f64.store)
+                    (unreachable) (i32.store8) (unreachable) (drop (i64.load))
+                    (unreachable) (memory.fill) (unreachable) (memory.copy) (unreachable) (drop (memory.grow)))
+              (func (export "f") (result i32)
+                (block (result i32) (br 0 (i32.const 7)) (i32.store (i32.const 0)) (i32.const 1))))
+        "#;
+        let (_, mut inst) = pair(text);
+        assert_eq!(inst.call::<_, i32>("f", ()).unwrap(), 7);
+        assert!(inst.take_touches().is_empty());
+    }
+
+    #[test]
+    fn too_many_locals_is_rejected() {
+        let many = |n: usize| {
+            format!(
+                r#"(module (import "env" "memory" (memory 1)) (func (local {}) (drop (i32.load (i32.const 0)))))"#,
+                "i32 ".repeat(n)
+            )
+        };
+        assert_eq!(err(&many(49_995)), InstrumentError::TooManyLocals { func: 0, locals: 49_995 });
+        instrumented(&wasm(&many(49_994)));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        /// Corrupted modules never panic, and whatever is accepted validates.
+        #[test]
+        fn mutated_modules_never_panic(flips in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 1..4)) {
+            let mut bytes = wasm(MEMORY_HEAVY);
+            let len = bytes.len();
+            for (at, byte) in flips {
+                bytes[at % len] = byte;
+            }
+            if let Ok(out) = instrument(&bytes) {
+                Validator::new_with_features(features()).validate_all(&out).unwrap();
+            }
+        }
+    }
 }

@@ -7,6 +7,7 @@
 //! - [`run`]: EENTER/ERESUME/EEXIT/AEX.
 
 pub mod abi;
+pub mod image;
 pub mod instrument;
 pub mod run;
 

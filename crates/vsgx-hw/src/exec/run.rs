@@ -20,7 +20,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use vsgx_isa::cpu::{AexCause, EnclaveExit, Exception, Gprs, InterruptLine, pfec};
 use vsgx_isa::wasm_abi::{self, Header};
-use vsgx_isa::{ArchStruct, ExitInfo, ExitType, Exinfo, Gprsgx, Miscselect, PageType, SecsHidden, SsaFrameLayout, Tcs};
+use vsgx_isa::{ArchStruct, Exinfo, ExitInfo, ExitType, Gprsgx, Miscselect, PageType, SecsHidden, SsaFrameLayout, Tcs};
 use wasmi::{Caller, Engine, Linker, Memory, MemoryType, Module, ResumableCall, Store, Val};
 
 use crate::epc::PageId;
@@ -234,7 +234,10 @@ impl Run {
             if let Some((epc, true)) = *entry {
                 if let Some(mut slot) = self.platform.epc().lock(epc) {
                     let e = slot.epcm;
-                    if e.is(PageType::Reg) && e.secs() == self.mode.secs && e.enclave_address() == self.heap_base + i as u64 * 4096 {
+                    if e.is(PageType::Reg)
+                        && e.secs() == self.mode.secs
+                        && e.enclave_address() == self.heap_base + i as u64 * 4096
+                    {
                         slot.data_mut().copy_from_slice(&data[i * 4096..(i + 1) * 4096]);
                     }
                 }
@@ -396,7 +399,12 @@ impl Executor {
         }
         let slot = p.epc().try_lock(tcs_page).ok_or(Exception::GP0)?;
         let epcm = slot.epcm;
-        if !epcm.is(PageType::Tcs) || epcm.blocked() || epcm.enclave_address() != rbx || epcm.pending() || epcm.modified() {
+        if !epcm.is(PageType::Tcs)
+            || epcm.blocked()
+            || epcm.enclave_address() != rbx
+            || epcm.pending()
+            || epcm.modified()
+        {
             return Err(enclu_epcm_fault(p, rbx));
         }
         let tcs = Tcs::from_bytes(slot.data()).map_err(|_| Exception::GP0)?;
@@ -485,7 +493,9 @@ impl Executor {
                 AexCause::Exception(Exception::PageFault { linear, error_code }) => {
                     Some(Exinfo { maddr: *linear, errcd: *error_code, reserved: 0 })
                 }
-                AexCause::Exception(Exception::GeneralProtection(code)) => Some(Exinfo { maddr: 0, errcd: *code, reserved: 0 }),
+                AexCause::Exception(Exception::GeneralProtection(code)) => {
+                    Some(Exinfo { maddr: 0, errcd: *code, reserved: 0 })
+                }
                 _ => None,
             };
             if let (Some(info), Some(at)) = (info, off.checked_sub(16)) {
@@ -642,7 +652,10 @@ fn drive(
                 if let Some(Stop::Eexit(v)) = err.downcast_ref::<Stop>() {
                     return Outcome::Exit(*v);
                 }
-                return Outcome::Aex(AexCause::Exception(Exception::InvalidOpcode), SuspendedCall::Dead(err.to_string()));
+                return Outcome::Aex(
+                    AexCause::Exception(Exception::InvalidOpcode),
+                    SuspendedCall::Dead(err.to_string()),
+                );
             }
         }
     }
@@ -741,7 +754,8 @@ impl Executor {
             return Start::Trap(format!("ECALL {name} is not exported"));
         };
         let _ = store.set_fuel(FUEL_SLICE);
-        let inputs = [Val::I64(args[1] as i64), Val::I64(args[2] as i64), Val::I64(args[3] as i64), Val::I64(args[4] as i64)];
+        let inputs =
+            [Val::I64(args[1] as i64), Val::I64(args[2] as i64), Val::I64(args[3] as i64), Val::I64(args[4] as i64)];
         let mut outputs = [Val::I64(0)];
         let r = func.call_resumable(&mut store, &inputs, &mut outputs);
         Start::Running(Box::new(store), r, outputs)
@@ -784,7 +798,14 @@ impl Executor {
             Outcome::Aex(cause, call) => {
                 let cause = Self::delivered(cause);
                 let gpr = Self::read_gprsgx(p, mem.as_mut(), t, cssa);
-                Self::write_ssa(p, mem.as_mut(), t, cssa, &cause, Gprsgx { ursp: gpr.ursp, urbp: gpr.urbp, ..Gprsgx::default() });
+                Self::write_ssa(
+                    p,
+                    mem.as_mut(),
+                    t,
+                    cssa,
+                    &cause,
+                    Gprsgx { ursp: gpr.ursp, urbp: gpr.urbp, ..Gprsgx::default() },
+                );
                 if let SuspendedCall::Dead(msg) = &call {
                     self.traps.lock().insert(t.tcs_page, msg.clone());
                 }

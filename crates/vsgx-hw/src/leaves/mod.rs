@@ -23,9 +23,8 @@ use vsgx_isa::leaf::{Encls, Enclv};
 use vsgx_isa::status::SgxError;
 use vsgx_isa::{ArchStruct, PageType};
 
-pub use enclave::{EnclaveMode, EnclaveOpError};
 pub(crate) use build::canonical;
-
+pub use enclave::{EnclaveMode, EnclaveOpError};
 
 use crate::epc::{PageGuard, PageId};
 use crate::platform::Platform;

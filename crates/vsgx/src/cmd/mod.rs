@@ -3,6 +3,7 @@
 pub mod enclave;
 pub mod launch;
 pub mod sigstruct;
+pub mod wasm;
 
 use std::path::Path;
 
