@@ -1,6 +1,8 @@
 //! Test harness: a booted bare-metal machine and programmable test enclaves.
 #![allow(dead_code, unused_imports)]
 
+pub mod wasm;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
