@@ -443,3 +443,121 @@ fn verify_launch_runs_einit_on_a_fresh_platform() {
         .code(2)
         .stderr(predicate::str::contains("1808"));
 }
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/enclaves").join(name)
+}
+
+#[test]
+fn build_and_run_a_webassembly_enclave() {
+    let dir = tempfile::tempdir().unwrap();
+    let build = |out: &str| {
+        vsgx()
+            .args(["enclave", "build"])
+            .arg(example("hello.wat"))
+            .arg("--key")
+            .arg(data("rsa3072-e3.pem"))
+            .arg("-o")
+            .arg(dir.path().join(out))
+            .assert()
+            .success();
+        (std::fs::read(dir.path().join(format!("{out}.sgxs"))).unwrap(), std::fs::read(dir.path().join(format!("{out}.sig"))).unwrap())
+    };
+    let a = build("a");
+    let b = build("b");
+    assert_eq!(a, b, "builds are reproducible byte for byte");
+
+    // Exactly the enclave's output bytes on stdout.
+    vsgx()
+        .args(["enclave", "run"])
+        .arg(dir.path().join("a.sgxs"))
+        .arg("--sig")
+        .arg(dir.path().join("a.sig"))
+        .args(["--input", "world"])
+        .assert()
+        .success()
+        .stdout("Hello, WORLD");
+    let v = json_of(
+        vsgx()
+            .args(["enclave", "run", "--json", "--call", "hello", "--input", "json"])
+            .arg(dir.path().join("a.sgxs"))
+            .arg("--sig")
+            .arg(dir.path().join("a.sig")),
+        0,
+    );
+    assert_eq!(v["result"], 11);
+    assert_eq!(v["output"], "Hello, JSON");
+    assert_eq!(v["ecall"], "hello");
+
+    // Its MRENCLAVE is what `measure` says, and the SIGSTRUCT verifies.
+    let measured = vsgx().args(["enclave", "measure"]).arg(dir.path().join("a.sgxs")).assert().success().get_output().stdout.clone();
+    let shown = json_of(vsgx().args(["sigstruct", "show", "--json"]).arg(dir.path().join("a.sig")), 0);
+    assert_eq!(shown["enclavehash"], String::from_utf8(measured).unwrap().trim());
+
+    vsgx()
+        .args(["enclave", "run", "--call", "nope"])
+        .arg(dir.path().join("a.sgxs"))
+        .arg("--sig")
+        .arg(dir.path().join("a.sig"))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("no ECALL 'nope'").and(predicate::str::contains("hello")));
+}
+
+#[test]
+fn sealing_across_runs_needs_the_same_platform_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    vsgx()
+        .args(["enclave", "build"])
+        .arg(example("sealer.wat"))
+        .arg("--key")
+        .arg(data("rsa3072-e3.pem"))
+        .arg("-o")
+        .arg(dir.path().join("sealer"))
+        .assert()
+        .success();
+    let run = |call: &str, seed: &str, input: &Path| {
+        let mut cmd = vsgx();
+        cmd.args(["enclave", "run", "--call", call, "--seed", seed, "--input-file"])
+            .arg(input)
+            .arg(dir.path().join("sealer.sgxs"))
+            .arg("--sig")
+            .arg(dir.path().join("sealer.sig"));
+        cmd.assert()
+    };
+    let secret = dir.path().join("secret.txt");
+    std::fs::write(&secret, "attack at dawn").unwrap();
+    let blob = run("seal", "42", &secret).success().get_output().stdout.clone();
+    let blob_path = dir.path().join("blob.bin");
+    std::fs::write(&blob_path, &blob).unwrap();
+    run("unseal", "42", &blob_path).success().stdout("attack at dawn");
+    run("unseal", "43", &blob_path).failure().stderr(predicate::str::contains("error -3"));
+}
+
+#[test]
+fn build_rejects_modules_outside_the_abi_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("bad.wat");
+    std::fs::write(&module, r#"(module (import "wasi" "fd_write" (func (param i32 i32 i32 i32) (result i32))) (import "env" "memory" (memory 1)))"#).unwrap();
+    vsgx()
+        .args(["enclave", "build"])
+        .arg(&module)
+        .arg("--key")
+        .arg(data("rsa3072-e3.pem"))
+        .arg("-o")
+        .arg(dir.path().join("bad"))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("bad.wat").and(predicate::str::contains("fd_write")));
+    std::fs::write(&module, "(module (func").unwrap();
+    vsgx()
+        .args(["enclave", "build"])
+        .arg(&module)
+        .arg("--key")
+        .arg(data("rsa3072-e3.pem"))
+        .arg("-o")
+        .arg(dir.path().join("bad"))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("bad.wat"));
+}

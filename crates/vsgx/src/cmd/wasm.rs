@@ -128,6 +128,10 @@ pub struct RunArgs {
     /// Output buffer size.
     #[arg(long, default_value = "64K", value_parser = numarg::size)]
     output_size: u64,
+    /// Fuse the platform's secrets from this seed, so sealed data and reports made in one run are
+    /// usable in another run with the same seed [default: fresh random secrets every run].
+    #[arg(long)]
+    seed: Option<u64>,
     /// Print JSON (ecall, result, output as text and hex, AEX count, MRENCLAVE) instead of the raw
     /// output bytes.
     #[arg(long)]
@@ -162,7 +166,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         (None, None) => Vec::new(),
     };
 
-    let platform = Platform::embedded();
+    let mut config = vsgx_hw::config::embedded_default();
+    config.seed = args.seed;
+    let platform = Platform::new(config);
     let ram = platform.ram().size();
     let mut os = SimpleOs::boot(BareMetalCpu::new(Arc::clone(&platform)), ram)?;
     let base = default_base(plan.size, true);
