@@ -145,13 +145,13 @@ impl Header {
 
     fn check(&self) -> Result<(), HeaderError> {
         let layout = |reason| Err(HeaderError::Layout(reason));
-        if self.code_offset % 4096 != 0 || self.heap_offset % 4096 != 0 {
+        if !self.code_offset.is_multiple_of(4096) || !self.heap_offset.is_multiple_of(4096) {
             return layout("code and heap must start on page boundaries");
         }
         if self.code_len == 0 {
             return layout("the code region is empty");
         }
-        if self.heap_len % WASM_PAGE != 0 {
+        if !self.heap_len.is_multiple_of(WASM_PAGE) {
             return layout("the heap must be a whole number of 64 KiB WebAssembly pages");
         }
         let code_end =
@@ -179,12 +179,9 @@ impl Header {
     }
 }
 
-/// Register assignment of an ECALL (EENTER's inputs).
-pub mod regs {
-    //! RDI = ECALL index; RSI/RDX = input buffer linear address/length; R8/R9 = output buffer
-    //! linear address/capacity (both outside the enclave). On exit RDI = the ECALL's i64 result
-    //! (≥ 0: bytes written to the output buffer; < 0: the enclave's error code).
-}
+// Register assignment of an ECALL: RDI = ECALL index; RSI/RDX = input buffer linear
+// address/length; R8/R9 = output buffer linear address/capacity (both outside the enclave). On exit
+// RDI = the ECALL's i64 result (≥ 0: bytes written to the output buffer; < 0: an error code).
 
 /// Error results an ECALL returns in RDI (negative), by convention.
 pub mod status {

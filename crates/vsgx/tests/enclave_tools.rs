@@ -461,7 +461,10 @@ fn build_and_run_a_webassembly_enclave() {
             .arg(dir.path().join(out))
             .assert()
             .success();
-        (std::fs::read(dir.path().join(format!("{out}.sgxs"))).unwrap(), std::fs::read(dir.path().join(format!("{out}.sig"))).unwrap())
+        (
+            std::fs::read(dir.path().join(format!("{out}.sgxs"))).unwrap(),
+            std::fs::read(dir.path().join(format!("{out}.sig"))).unwrap(),
+        )
     };
     let a = build("a");
     let b = build("b");
@@ -490,7 +493,14 @@ fn build_and_run_a_webassembly_enclave() {
     assert_eq!(v["ecall"], "hello");
 
     // Its MRENCLAVE is what `measure` says, and the SIGSTRUCT verifies.
-    let measured = vsgx().args(["enclave", "measure"]).arg(dir.path().join("a.sgxs")).assert().success().get_output().stdout.clone();
+    let measured = vsgx()
+        .args(["enclave", "measure"])
+        .arg(dir.path().join("a.sgxs"))
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
     let shown = json_of(vsgx().args(["sigstruct", "show", "--json"]).arg(dir.path().join("a.sig")), 0);
     assert_eq!(shown["enclavehash"], String::from_utf8(measured).unwrap().trim());
 

@@ -386,7 +386,7 @@ impl Executor {
     /// On success the TCS is ACTIVE with AEP set.
     fn enter_checks(&self, e: &mut Entry<'_>, rbx: u64, aep: u64, resume: bool) -> Result<Thread, Exception> {
         let p = e.platform.as_ref();
-        if rbx % 4096 != 0 {
+        if !rbx.is_multiple_of(4096) {
             return Err(Exception::GP0);
         }
         let not_epc = Exception::PageFault { linear: rbx, error_code: pfec::P | pfec::US | pfec::SGX };
@@ -459,12 +459,12 @@ impl Executor {
 
     /// Sets the TCS's STATE (and optionally CSSA).
     fn set_tcs(p: &Platform, t: &Thread, state: u64, cssa: Option<u32>) {
-        if let Some(mut slot) = p.epc().lock(t.tcs_page) {
-            if slot.epcm.is(PageType::Tcs) {
-                s::set_u64(slot.data_mut(), 0, state);
-                if let Some(c) = cssa {
-                    slot.data_mut()[24..28].copy_from_slice(&c.to_le_bytes());
-                }
+        if let Some(mut slot) = p.epc().lock(t.tcs_page)
+            && slot.epcm.is(PageType::Tcs)
+        {
+            s::set_u64(slot.data_mut(), 0, state);
+            if let Some(c) = cssa {
+                slot.data_mut()[24..28].copy_from_slice(&c.to_le_bytes());
             }
         }
     }
