@@ -209,3 +209,52 @@ fn one_changed_module_byte_changes_mrenclave_and_the_old_sigstruct_fails() {
     assert_eq!(launch_image(&mut m, &img.sgxs, &sig, 1).err(), Some(LeafStatus::Error(SgxError::InvalidMeasurement)));
     assert!(launch_image(&mut m, &sgxs, &sig, 2).is_ok());
 }
+
+#[test]
+fn cssa_and_nssa_rules_hold_across_aexs() {
+    let mut m = Machine::new();
+    // NSSA = 2: two AEXs fill both frames.
+    let w = launch(&mut m, &wat(ECHO), &ImageParams { ssa_frames: 2, ..heap_params() }, 0);
+    let index = w.header.ecall("sum").unwrap() as u64;
+    m.os.cpu().set_enclave_budget(Some(20_000));
+    m.os.cpu().set_cpl(Cpl::Ring3);
+    let enter = |m: &mut Machine, leaf: Enclu| {
+        let mut regs = Gprs { rbx: w.tcs(), rcx: AEP, rdi: index, rip: RIP, ..Gprs::default() };
+        m.os.cpu().enclu_leaf(leaf, &mut regs)
+    };
+    // ERESUME with CSSA = 0 is #GP.
+    assert_eq!(enter(&mut m, Enclu::Eresume), Err(Exception::GP0));
+    // EENTER → AEX (CSSA 1), EENTER again on the next frame → AEX (CSSA 2 = NSSA).
+    assert_eq!(enter(&mut m, Enclu::Eenter), Ok(EnclaveExit::Aex(AexCause::Interrupt)));
+    assert_eq!(enter(&mut m, Enclu::Eenter), Ok(EnclaveExit::Aex(AexCause::Interrupt)));
+    // No free SSA frame: EENTER is #GP.
+    assert_eq!(enter(&mut m, Enclu::Eenter), Err(Exception::GP0));
+    // Resuming unwinds the frames one by one; each resumed call still completes correctly.
+    m.os.cpu().set_enclave_budget(None);
+    assert_eq!(enter(&mut m, Enclu::Eresume), Ok(EnclaveExit::Eexit));
+    assert_eq!(enter(&mut m, Enclu::Eresume), Ok(EnclaveExit::Eexit));
+    assert_eq!(enter(&mut m, Enclu::Eresume), Err(Exception::GP0), "CSSA is back to 0");
+    m.os.cpu().set_cpl(Cpl::Ring0);
+    // A TCS page that is not a TCS of an initialized enclave faults EENTER itself.
+    m.os.cpu().set_cpl(Cpl::Ring3);
+    let mut regs = Gprs { rbx: w.base + w.header.heap_offset, rcx: AEP, rip: RIP, ..Gprs::default() };
+    let e = m.os.cpu().enclu_leaf(Enclu::Eenter, &mut regs).unwrap_err();
+    assert!(e.is_epcm_fault(), "{e}");
+    m.os.cpu().set_cpl(Cpl::Ring0);
+}
+
+#[test]
+fn after_epc_loss_eenter_faults_and_the_enclave_can_be_rebuilt() {
+    let mut m = Machine::new();
+    let w = launch(&mut m, &wat(ECHO), &heap_params(), 0);
+    assert_eq!(call(&mut m, &w, "upper", b"before").1, b"BEFORE");
+    m.platform.lose_epc();
+    m.os.cpu().set_cpl(Cpl::Ring3);
+    let mut regs = Gprs { rbx: w.tcs(), rcx: AEP, rip: RIP, ..Gprs::default() };
+    let e = m.os.cpu().enclu_leaf(Enclu::Eenter, &mut regs).unwrap_err();
+    m.os.cpu().set_cpl(Cpl::Ring0);
+    assert!(e.is_epcm_fault(), "EENTER on a lost TCS is an EPCM #PF (SGX.md §10.2): {e}");
+    // The OS rebuilds it (its EPC allocator hands out fresh pages) and it works again.
+    let w2 = launch(&mut m, &wat(ECHO), &heap_params(), 1);
+    assert_eq!(call(&mut m, &w2, "upper", b"after").1, b"AFTER");
+}
