@@ -187,6 +187,17 @@ pub enum ImageError {
     /// The imported memory has a type enclaves do not support.
     #[error("env.memory is {0}; the enclave heap is a 32-bit unshared memory with 64 KiB pages")]
     MemoryType(&'static str),
+    /// The declared maximum is below the heap size.
+    #[error(
+        "env.memory declares a maximum of {maximum} 64 KiB pages, below the {heap}-byte heap \
+         (omit the maximum or make it at least the heap size)"
+    )]
+    MemoryMaximum {
+        /// The declared maximum, in 64 KiB pages.
+        maximum: u64,
+        /// The heap size.
+        heap: u64,
+    },
     /// The module needs more initial memory than the heap has.
     #[error(
         "env.memory needs {pages} initial 64 KiB pages ({needed} bytes), more than the {heap}-byte heap \
@@ -514,6 +525,10 @@ fn check_module(module: &[u8], heap_len: u64) -> Result<Checked<'_>, ImageError>
     let needed = memory.initial.saturating_mul(WASM_PAGE);
     if needed > heap_len {
         return Err(ImageError::MemoryTooSmall { pages: memory.initial, needed, heap: heap_len });
+    }
+    // The heap is instantiated at its full size: a smaller declared maximum could never link.
+    if let Some(maximum) = memory.maximum.filter(|&max| max.saturating_mul(WASM_PAGE) < heap_len) {
+        return Err(ImageError::MemoryMaximum { maximum, heap: heap_len });
     }
 
     if let Some(func) = start {
@@ -952,8 +967,10 @@ mod tests {
         assert_eq!(e, ImageError::MemoryTooSmall { pages: 17, needed: 17 << 16, heap: 1 << 20 });
         let params = ImageParams { heap_bytes: 17 << 16, ..ImageParams::default() };
         build_image(&wasm(&big), &params).unwrap();
-        // A declared maximum below the heap size is accepted (see docs/enclave-abi.md).
-        build(&format!(r#"(module (import "env" "memory" (memory 1 2)) {ecall})"#)).unwrap();
+        // A declared maximum below the heap size could never be instantiated: refused.
+        let e = build(&format!(r#"(module (import "env" "memory" (memory 1 2)) {ecall})"#)).unwrap_err();
+        assert_eq!(e, ImageError::MemoryMaximum { maximum: 2, heap: 1 << 20 });
+        build(&format!(r#"(module (import "env" "memory" (memory 1 16)) {ecall})"#)).unwrap();
     }
 
     #[test]
