@@ -21,8 +21,9 @@ use core::convert::Infallible;
 
 use wasm_encoder::reencode::{self, Reencode};
 use wasm_encoder::{
-    CodeSection, DataCountSection, DataSection, ElementSection, EntityType, ExportSection, Function, FunctionSection,
-    GlobalSection, ImportSection, Instruction, Module, TableSection, TypeSection,
+    BlockType, CodeSection, ConstExpr, DataCountSection, DataSection, ElementSection, EntityType, ExportKind,
+    ExportSection, Function, FunctionSection, GlobalSection, GlobalType, ImportSection, Instruction, Module,
+    TableSection, TypeSection,
 };
 use wasmparser::{
     BinaryReaderError, CompositeInnerType, FuncType, FunctionBody, Import, MemArg, Operator, Parser, Payload, TypeRef,
@@ -40,14 +41,24 @@ const MAX_LOCALS: u64 = 50_000;
 /// Temporaries the instrumentation appends to a function that accesses memory: three i32 (address
 /// and the other operands of bulk operations / stored i32 values), then one i64, f32 and f64 for
 /// stored values of those types.
-const TEMPS: [(u32, wasm_encoder::ValType); 4] = [
+const TEMPS: [(u32, wasm_encoder::ValType); 5] = [
     (3, wasm_encoder::ValType::I32),
     (1, wasm_encoder::ValType::I64),
     (1, wasm_encoder::ValType::F32),
     (1, wasm_encoder::ValType::F64),
+    (1, wasm_encoder::ValType::I64),
 ];
+/// Exported names of the four window globals the instrumentation appends (read window
+/// `[rlo, rhi)` and write window `[wlo, whi)` of linear-memory offsets, i64, mutable, initially
+/// empty). The executor sets them to the last page it validated; an access inside the window skips
+/// the host call. The original code cannot reach them: it only knows the global indices it had.
+pub const WINDOW_GLOBALS: [&str; 4] = ["__vsgx_rlo", "__vsgx_rhi", "__vsgx_wlo", "__vsgx_whi"];
+
+/// Prefix reserved for names the instrumentation adds.
+pub const RESERVED_PREFIX: &str = "__vsgx_";
+
 /// Number of temporaries in [`TEMPS`].
-const TEMP_COUNT: u64 = 6;
+const TEMP_COUNT: u64 = 7;
 
 /// Why a module cannot be instrumented.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -154,6 +165,12 @@ pub enum InstrumentError {
         name: String,
         /// Byte offset of the import.
         offset: usize,
+    },
+    /// An export uses the name prefix the instrumentation reserves.
+    #[error("export \"{name}\" uses the reserved prefix __vsgx_")]
+    ReservedExport {
+        /// The export's name.
+        name: String,
     },
     /// The module has a start function.
     #[error(
@@ -286,6 +303,10 @@ struct Rewriter {
     code: Option<(CodeSection, u32)>,
     /// Defined functions instrumented so far.
     bodies: u32,
+    /// Index of the first window global, once the global section is out.
+    window: Option<u32>,
+    /// Whether the export section (with the window exports) is out.
+    exports_done: bool,
 }
 
 impl Rewriter {
@@ -342,26 +363,37 @@ impl Rewriter {
                 }
                 Payload::GlobalSection(reader) => {
                     let mut globals = GlobalSection::new();
+                    let defined = reader.count();
                     remap.parse_global_section(&mut globals, reader)?;
-                    out.section(&globals);
+                    self.emit_globals(&mut out, globals, defined);
                 }
                 Payload::ExportSection(reader) => {
+                    self.ensure_globals(&mut out);
                     let mut exports = ExportSection::new();
+                    for item in reader.clone() {
+                        let export = item?;
+                        if export.name.starts_with(RESERVED_PREFIX) {
+                            return Err(InstrumentError::ReservedExport { name: export.name.to_string() });
+                        }
+                    }
                     remap.parse_export_section(&mut exports, reader)?;
-                    out.section(&exports);
+                    self.emit_exports(&mut out, exports);
                 }
                 Payload::StartSection { func, range } => {
                     return Err(InstrumentError::StartFunction { func, offset: range.start });
                 }
                 Payload::ElementSection(reader) => {
+                    self.ensure_exports(&mut out);
                     let mut elements = ElementSection::new();
                     remap.parse_element_section(&mut elements, reader)?;
                     out.section(&elements);
                 }
                 Payload::DataCountSection { count, .. } => {
+                    self.ensure_exports(&mut out);
                     out.section(&DataCountSection { count });
                 }
                 Payload::DataSection(reader) => {
+                    self.ensure_exports(&mut out);
                     let mut data = DataSection::new();
                     for datum in reader {
                         data.passive(datum?.data.iter().copied());
@@ -369,6 +401,7 @@ impl Rewriter {
                     out.section(&data);
                 }
                 Payload::CodeSectionStart { count, .. } => {
+                    self.ensure_exports(&mut out);
                     self.code = Some((CodeSection::new(), count));
                     self.flush_code(&mut out);
                 }
@@ -393,7 +426,44 @@ impl Rewriter {
         if self.memories == 0 {
             return Err(InstrumentError::NoMemory);
         }
+        // A module without code, data or element sections still gets its window globals.
+        self.ensure_exports(&mut out);
         Ok(out.finish())
+    }
+
+    /// Emits the global section with the four window globals appended after `defined` globals.
+    fn emit_globals(&mut self, out: &mut Module, mut globals: GlobalSection, defined: u32) {
+        let ty = GlobalType { val_type: wasm_encoder::ValType::I64, mutable: true, shared: false };
+        for _ in WINDOW_GLOBALS {
+            globals.global(ty, &ConstExpr::i64_const(0));
+        }
+        out.section(&globals);
+        self.window = Some(defined);
+    }
+
+    /// Emits the window globals if the module had no global section.
+    fn ensure_globals(&mut self, out: &mut Module) {
+        if self.window.is_none() {
+            self.emit_globals(out, GlobalSection::new(), 0);
+        }
+    }
+
+    /// Emits the export section with the window globals' exports appended.
+    fn emit_exports(&mut self, out: &mut Module, mut exports: ExportSection) {
+        let base = self.window.unwrap_or(0);
+        for (i, name) in WINDOW_GLOBALS.iter().enumerate() {
+            exports.export(name, ExportKind::Global, base + i as u32);
+        }
+        out.section(&exports);
+        self.exports_done = true;
+    }
+
+    /// Emits globals and exports if the module had neither section.
+    fn ensure_exports(&mut self, out: &mut Module) {
+        self.ensure_globals(out);
+        if !self.exports_done {
+            self.emit_exports(out, ExportSection::new());
+        }
     }
 
     /// Adds the touch signature (reusing an identical type) and emits the type section.
@@ -515,7 +585,8 @@ impl Rewriter {
             locals.push((n, remap.val_type(ty)?));
         }
         let base = u32::try_from(count).map_err(|_| InstrumentError::TooManyLocals { func, locals: count })?;
-        let mut e = Emitter { insns: Vec::new(), touch: self.imported_funcs, base, used: false };
+        let window = self.window.ok_or_else(|| InstrumentError::Internal("code before the global section".into()))?;
+        let mut e = Emitter { insns: Vec::new(), touch: self.imported_funcs, base, used: false, window };
         let mut reader = body.get_operators_reader()?;
         while !reader.eof() {
             let offset = reader.original_position();
@@ -569,6 +640,8 @@ enum Slot {
     F32 = 4,
     /// Stored f64 value.
     F64 = 5,
+    /// Effective address of the access (i64), for the window check.
+    E = 6,
 }
 
 /// What an operator does to linear memory.
@@ -629,6 +702,8 @@ struct Emitter<'a> {
     base: u32,
     /// Whether any temporary is used.
     used: bool,
+    /// Global index of the first window global (rlo, rhi, wlo, whi).
+    window: u32,
 }
 
 impl Emitter<'_> {
@@ -647,15 +722,37 @@ impl Emitter<'_> {
         self.insns.push(Instruction::LocalGet(l));
     }
 
-    /// `[addr] -> [addr]`, having called touch(addr, offset, len).
+    /// `[addr] -> [addr]`, having called touch(addr, offset, len) unless the access lies inside the
+    /// current read (or, for writes, write) window.
     fn touch_tee(&mut self, offset: i32, len: u32) {
         let a = self.local(Slot::A);
+        let e = self.local(Slot::E);
+        let (lo, hi) =
+            if len & WRITE != 0 { (self.window + 2, self.window + 3) } else { (self.window, self.window + 1) };
+        let size = i64::from(len & !WRITE);
         self.insns.extend([
             Instruction::LocalTee(a),
+            // e = addr + offset (64-bit: no wrap-around)
+            Instruction::LocalGet(a),
+            Instruction::I64ExtendI32U,
+            Instruction::I64Const(i64::from(offset as u32)),
+            Instruction::I64Add,
+            Instruction::LocalTee(e),
+            Instruction::GlobalGet(lo),
+            Instruction::I64GeU,
+            Instruction::LocalGet(e),
+            Instruction::I64Const(size),
+            Instruction::I64Add,
+            Instruction::GlobalGet(hi),
+            Instruction::I64LeU,
+            Instruction::I32And,
+            Instruction::I32Eqz,
+            Instruction::If(BlockType::Empty),
             Instruction::LocalGet(a),
             Instruction::I32Const(offset),
             Instruction::I32Const(len as i32),
             Instruction::Call(self.touch),
+            Instruction::End,
         ]);
     }
 
@@ -1055,9 +1152,9 @@ mod tests {
         let touch = &after.types[last.2 as usize];
         assert_eq!((touch.params(), touch.results()), (&[ValType::I32; 3][..], &[][..]));
         assert_eq!(after.func_imports.len(), before.func_imports.len() + 1);
-        // Functions touching memory get 6 temporaries after their own locals; others none.
+        // Functions touching memory get 7 temporaries after their own locals; others none.
         let added: Vec<u32> = after.locals.iter().zip(&before.locals).map(|(a, b)| a - b).collect();
-        assert_eq!(added, vec![6, 6, 6, 6, 6, 6, 0, 0, 0]);
+        assert_eq!(added, vec![7, 7, 7, 7, 7, 7, 0, 0, 0]);
     }
 
     #[test]
@@ -1263,6 +1360,28 @@ mod tests {
     }
 
     #[test]
+    fn window_globals_are_appended_exported_and_reserved() {
+        let text = r#"(module (import "env" "memory" (memory 1)) (global $g (mut i32) (i32.const 5))
+            (func (export "f") (result i32) (i32.add (global.get $g) (i32.load (i32.const 0)))))"#;
+        let out = instrumented(&wasm(text));
+        let mut exports = Vec::new();
+        let mut globals = 0;
+        for payload in Parser::new(0).parse_all(&out) {
+            match payload.unwrap() {
+                Payload::ExportSection(r) => exports.extend(r.into_iter().map(|e| e.unwrap().name.to_string())),
+                Payload::GlobalSection(r) => globals = r.count(),
+                _ => {}
+            }
+        }
+        assert_eq!(globals, 5, "the module's global, then the four window globals");
+        for name in WINDOW_GLOBALS {
+            assert!(exports.iter().any(|e| e == name), "{name} exported");
+        }
+        let reserved = r#"(module (import "env" "memory" (memory 1)) (func (export "__vsgx_rlo")))"#;
+        assert_eq!(err(reserved), InstrumentError::ReservedExport { name: "__vsgx_rlo".into() });
+    }
+
+    #[test]
     fn too_many_locals_is_rejected() {
         let many = |n: usize| {
             format!(
@@ -1270,8 +1389,8 @@ mod tests {
                 "i32 ".repeat(n)
             )
         };
-        assert_eq!(err(&many(49_995)), InstrumentError::TooManyLocals { func: 0, locals: 49_995 });
-        instrumented(&wasm(&many(49_994)));
+        assert_eq!(err(&many(49_994)), InstrumentError::TooManyLocals { func: 0, locals: 49_994 });
+        instrumented(&wasm(&many(49_993)));
     }
 
     proptest::proptest! {

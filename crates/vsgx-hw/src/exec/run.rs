@@ -78,6 +78,10 @@ struct Run {
     /// Per heap page: the EPC page it was checked against (present), and whether it is dirty.
     present: Vec<Option<(PageId, bool)>>,
     pending: Option<Pending>,
+    /// The instrumentation's window globals (rlo, rhi, wlo, whi).
+    window: Option<[wasmi::Global; 4]>,
+    /// The last page `touch` validated, and whether it is writable: becomes the window.
+    last: Option<(usize, bool)>,
 }
 
 /// A call suspended by an AEX.
@@ -224,6 +228,7 @@ impl Run {
             }
             self.present[i] = Some((epc, write));
         }
+        self.last = Some((last as usize, self.present[last as usize].is_some_and(|(_, w)| w)));
         Ok(())
     }
 
@@ -246,9 +251,11 @@ impl Run {
         }
     }
 
-    /// Forgets every present page (at exit: the TLB of an exited enclave is gone).
+    /// Forgets every present page (at exit: the TLB of an exited enclave is gone). The caller
+    /// also empties the window globals ([`set_window`]).
     fn invalidate(&mut self) {
         self.present.iter_mut().for_each(|p| *p = None);
+        self.last = None;
     }
 
     /// Reads or writes memory outside the enclave by linear address (non-enclave access).
@@ -314,14 +321,33 @@ fn perform_on(run: &mut Run, data: &mut [u8], op: Pending) -> Result<Vec<Val>, E
     }
 }
 
+/// Sets the window globals: read window = the page `last` names, write window = that page if
+/// writable; both empty when nothing is validated.
+fn set_window(mut ctx: impl wasmi::AsContextMut<Data = Run>) {
+    let (window, last) = {
+        let ctx = ctx.as_context();
+        (ctx.data().window, ctx.data().last)
+    };
+    let Some(globals) = window else { return };
+    let page = |p: usize| (p as i64 * 4096, p as i64 * 4096 + 4096);
+    let read = last.map_or((0, 0), |(p, _)| page(p));
+    let write = last.filter(|&(_, writable)| writable).map_or((0, 0), |(p, _)| page(p));
+    for (i, (lo, hi)) in [read, write].into_iter().enumerate() {
+        let _ = globals[2 * i].set(&mut ctx, Val::I64(lo));
+        let _ = globals[2 * i + 1].set(&mut ctx, Val::I64(hi));
+    }
+}
+
 /// Runs a host operation from inside a host function; a fault is recorded for ERESUME.
 fn host_op(caller: &mut Caller<'_, Run>, op: Pending) -> Result<Vec<Val>, wasmi::Error> {
     let memory = caller.data().memory.ok_or_else(|| wasmi::Error::new("enclave memory missing"))?;
     let (data, run) = memory.data_and_store_mut(&mut *caller);
-    match perform_on(run, data, op) {
+    let result = perform_on(run, data, op);
+    set_window(&mut *caller);
+    match result {
         Ok(values) => Ok(values),
         Err(e) => {
-            run.pending = Some(op);
+            caller.data_mut().pending = Some(op);
             Err(wasmi::Error::host(Stop::Fault(e)))
         }
     }
@@ -571,11 +597,13 @@ impl Executor {
             run.mode = t.mode;
             run.invalidate();
         }
+        set_window(&mut store);
         let pending = store.data_mut().pending.take();
         let redo = match pending {
             Some(op) => perform(&mut store, op).map_err(|f| (f, op)),
             None => Ok(Vec::new()),
         };
+        set_window(&mut store);
         let outcome = match (redo, call) {
             (_, dead @ SuspendedCall::Dead(_)) => Outcome::Aex(AexCause::Exception(Exception::InvalidOpcode), dead),
             (Err((fault, op)), call) => {
@@ -732,6 +760,8 @@ impl Executor {
             memory: None,
             present: vec![None; heap_pages],
             pending: None,
+            window: None,
+            last: None,
         };
         let mut store = Store::new(&self.engine, run);
         let wasm_pages = (header.heap_len / wasm_abi::WASM_PAGE) as u32;
@@ -750,6 +780,10 @@ impl Executor {
             Ok(i) => i,
             Err(err) => return Start::Trap(format!("the enclave module cannot be instantiated: {err}")),
         };
+        let globals = super::instrument::WINDOW_GLOBALS.map(|g| instance.get_global(&store, g));
+        if let [Some(a), Some(b), Some(c), Some(d)] = globals {
+            store.data_mut().window = Some([a, b, c, d]);
+        }
         let Some(func) = instance.get_func(&store, &format!("{}{name}", super::abi::ECALL_PREFIX)) else {
             return Start::Trap(format!("ECALL {name} is not exported"));
         };
