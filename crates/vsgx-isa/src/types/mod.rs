@@ -76,6 +76,11 @@ pub trait ArchStruct: FromBytes + IntoBytes + Immutable + KnownLayout + Sized {
         self.as_bytes()
     }
 
+    /// The structure's bytes, mutable (for reading it in place from memory).
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        self.as_mut_bytes()
+    }
+
     /// An all-zero instance.
     fn zeroed() -> Self {
         Self::new_zeroed()
