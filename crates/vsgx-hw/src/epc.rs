@@ -326,6 +326,14 @@ impl Epc {
         group.slots.get(index % GROUP_PAGES)
     }
 
+    /// Whether the page's slot exists (a page whose slot group was never created is invalid and
+    /// was never used; EREMOVE of it needs no storage).
+    pub fn materialized(&self, page: PageId) -> bool {
+        let Some(s) = self.section_of(page) else { return false };
+        let index = (page.0 - s.first) as usize;
+        s.groups.get(index / GROUP_PAGES).is_some_and(|g| g.get().is_some())
+    }
+
     /// Try-locks a page: `None` if another leaf holds it (an architectural conflict) or the page
     /// does not exist.
     pub fn try_lock(&self, page: PageId) -> Option<PageGuard<'_>> {

@@ -14,6 +14,10 @@ use crate::epc::Epcm;
 pub fn eremove(cx: &mut Ctx<'_>, rcx: u64) -> LeafResult {
     align(rcx, 4096)?;
     let (page, _) = cx.epc(rcx)?;
+    if !cx.p.epc().materialized(page) {
+        // Never used since power-on: invalid, and no storage needs creating to say so.
+        return Ok(());
+    }
     let mut slot = cx.try_lock(page, GP)?;
     let e = slot.epcm;
     if !e.valid() {
