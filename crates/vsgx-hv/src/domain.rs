@@ -201,7 +201,19 @@ impl Domain {
     }
 
     /// Destroys the domain, returning every EPC page.
-    pub fn destroy(self) -> Result<crate::epc::ReleaseReport, EpcError> {
-        self.epc.release(Owner::Domain(self.shared.id), &self.pages)
+    pub fn destroy(mut self) -> Result<crate::epc::ReleaseReport, EpcError> {
+        let pages = std::mem::take(&mut self.pages);
+        self.epc.release(Owner::Domain(self.shared.id), &pages)
+    }
+}
+
+impl Drop for Domain {
+    /// A domain dropped without [`Domain::destroy`] still returns its EPC (errors can only be
+    /// reported by `destroy`; pages that cannot be removed are quarantined either way).
+    fn drop(&mut self) {
+        if !self.pages.is_empty() {
+            let pages = std::mem::take(&mut self.pages);
+            let _ = self.epc.release(Owner::Domain(self.shared.id), &pages);
+        }
     }
 }

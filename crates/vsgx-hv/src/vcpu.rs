@@ -173,6 +173,21 @@ impl OperandAccess for TrappedOperands<'_> {
     }
 }
 
+/// The architectural state of a vCPU that save/restore carries (everything but EPC).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VcpuState {
+    /// CR3.
+    pub cr3: u64,
+    /// CR0.PG.
+    pub paging: bool,
+    /// Current privilege level (0..=3).
+    pub cpl: u8,
+    /// IA32_FEATURE_CONTROL.
+    pub feature_control: u64,
+    /// IA32_SGXLEPUBKEYHASH0-3.
+    pub lehash: [u64; 4],
+}
+
 /// One virtual processor of a domain.
 #[derive(Debug)]
 pub struct Vcpu {
@@ -210,6 +225,31 @@ impl Vcpu {
     /// Models a timer interrupt inside enclaves (see `BareMetalCpu::set_enclave_budget`).
     pub fn set_enclave_budget(&mut self, fuel: Option<u64>) {
         self.budget = fuel;
+    }
+
+    /// The state save/restore carries.
+    pub fn state(&self) -> VcpuState {
+        VcpuState {
+            cr3: self.mmu.cr3,
+            paging: self.mmu.paging,
+            cpl: self.mmu.cpl as u8,
+            feature_control: self.feature_control,
+            lehash: self.mmu.lehash,
+        }
+    }
+
+    /// Loads saved state (a restored domain's vCPU continues where the saved one stopped).
+    pub fn load_state(&mut self, state: &VcpuState) {
+        self.mmu.cr3 = state.cr3;
+        self.mmu.paging = state.paging;
+        self.mmu.cpl = match state.cpl {
+            0 => Cpl::Ring0,
+            1 => Cpl::Ring1,
+            2 => Cpl::Ring2,
+            _ => Cpl::Ring3,
+        };
+        self.feature_control = state.feature_control;
+        self.mmu.lehash = state.lehash;
     }
 
     /// Guest linear → guest physical (for tests and the toolstack's introspection).

@@ -196,3 +196,16 @@ fn a_guest_cannot_name_epc_outside_its_vepc() {
     // A's enclave is untouched.
     assert_eq!(os_a.einit(built.secs, &sig).unwrap(), LeafStatus::Success);
 }
+
+#[test]
+fn dropping_a_domain_returns_its_epc() {
+    let epc = manager();
+    {
+        let d = Domain::create(DomainId(13), spec("dropped", 8, 0), Arc::clone(&epc)).unwrap();
+        let mut os = guest_os(&d);
+        let (plan, sig) = fortanix();
+        os.build(&plan, &sig, default_base(plan.size, true)).unwrap();
+    }
+    assert_eq!(epc.stats().free, epc.stats().total);
+    assert_eq!(epc.platform().census().unwrap().valid, 0);
+}
