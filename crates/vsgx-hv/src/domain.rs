@@ -1,11 +1,9 @@
 //! Domains: a guest's RAM, vEPC (backed through the p2m), CPUID/MSR policy and vCPUs
 //! (DESIGN §5.2, §5.4 static policy, §5.5 reset and destroy).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::RwLock;
 use vsgx_hw::platform::Platform;
 use vsgx_isa::leaf::Encls;
 
@@ -89,7 +87,7 @@ pub struct DomainShared {
     /// Guest RAM.
     pub ram: GuestRam,
     /// vEPC GPA page → host EPC page.
-    pub p2m: RwLock<HashMap<u64, u64>>,
+    pub p2m: P2m,
     /// CPUID policy.
     pub cpuid: CpuidPolicy,
     /// Launch control.
@@ -104,10 +102,45 @@ pub struct DomainShared {
     pub exits: ExitCounters,
 }
 
+/// The EPC part of the p2m: per vEPC section, one entry per page holding the host EPC page
+/// (0 = not backed, an EPT violation). Lock-free to read: vCPUs look it up on every EPC access.
+#[derive(Debug)]
+pub struct P2m {
+    sections: Vec<(u64, Box<[AtomicU64]>)>,
+}
+
+impl P2m {
+    fn new(sections: &[VepcSection]) -> Self {
+        Self {
+            sections: sections
+                .iter()
+                .map(|s| (s.gpa, (0..s.size / 4096).map(|_| AtomicU64::new(0)).collect()))
+                .collect(),
+        }
+    }
+
+    fn entry(&self, gpa: u64) -> Option<&AtomicU64> {
+        self.sections.iter().find_map(|(base, pages)| {
+            let index = gpa.checked_sub(*base)? / 4096;
+            pages.get(usize::try_from(index).ok()?)
+        })
+    }
+
+    /// The host page backing a vEPC GPA page, if backed.
+    pub fn get(&self, gpa: u64) -> Option<u64> {
+        self.entry(gpa).map(|e| e.load(Ordering::Acquire)).filter(|&hpa| hpa != 0)
+    }
+
+    /// Maps (or, with 0, unmaps) a vEPC GPA page. Returns false for a GPA outside the vEPC.
+    pub fn set(&self, gpa: u64, hpa: u64) -> bool {
+        self.entry(gpa).map(|e| e.store(hpa, Ordering::Release)).is_some()
+    }
+}
+
 impl DomainShared {
     /// The host EPC page backing a guest-physical address, if it is in this domain's vEPC.
     pub fn epc_of(&self, gpa: u64) -> Option<u64> {
-        self.p2m.read().get(&(gpa & !0xFFF)).map(|hpa| hpa | (gpa & 0xFFF))
+        self.p2m.get(gpa & !0xFFF).map(|hpa| hpa | (gpa & 0xFFF))
     }
 
     /// Whether a GPA lies in one of the vEPC sections.
@@ -142,13 +175,13 @@ impl Domain {
         let cpuid = CpuidPolicy::derive(&host, &spec.features, spec.epc.clone())?;
         let ram = GuestRam::new(&spec.ram)?;
         let owner = Owner::Domain(id);
-        let mut p2m = HashMap::new();
+        let p2m = P2m::new(&spec.epc);
         let mut pages = Vec::new();
         for (i, s) in spec.epc.iter().enumerate() {
             match epc.alloc(owner, s.size / 4096, Placement { node: Some(s.node) }) {
                 Ok(hpas) => {
                     for (n, hpa) in hpas.iter().enumerate() {
-                        p2m.insert(s.gpa + n as u64 * 4096, *hpa);
+                        p2m.set(s.gpa + n as u64 * 4096, *hpa);
                     }
                     pages.extend(hpas);
                 }
@@ -164,7 +197,7 @@ impl Domain {
             id,
             platform,
             ram,
-            p2m: RwLock::new(p2m),
+            p2m,
             cpuid,
             launch: spec.launch,
             provision: spec.provision,

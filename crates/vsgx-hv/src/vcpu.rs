@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use vsgx_hw::exec::{AddressSpace, Entry};
 use vsgx_hw::leaves::{self, Access, OperandAccess, Target};
+use vsgx_hw::tlb::{Tlb, Walk};
 use vsgx_isa::cpu::{Cpl, Cpu, EnclaveExit, Exception, Gprs, InterruptLine, pfec};
 use vsgx_isa::cpuid::CpuidResult;
 use vsgx_isa::leaf::{Encls, Enclu};
@@ -28,7 +29,8 @@ const HV_MEMORY: u64 = 1 << 62;
 /// Linear addresses the hypervisor uses for its copies while it executes a trapped leaf.
 const HV_LINEAR: u64 = 0xFFFF_F000_0000_0000;
 
-/// A vCPU's address space: paging state, privilege and virtual hash MSRs.
+/// A vCPU's address space: paging state, privilege, virtual hash MSRs and a TLB of guest walks
+/// (linear → guest-physical; the p2m is looked up on every EPC access).
 #[derive(Debug, Clone)]
 pub struct GuestMmu {
     domain: Arc<DomainShared>,
@@ -36,6 +38,7 @@ pub struct GuestMmu {
     paging: bool,
     cpl: Cpl,
     lehash: [u64; 4],
+    tlb: Tlb,
 }
 
 impl GuestMmu {
@@ -56,45 +59,70 @@ impl GuestMmu {
         Some(u64::from_le_bytes(b))
     }
 
-    /// Guest linear → guest physical, through the guest's 4-level page tables.
+    /// Guest linear → guest physical, through the guest's 4-level page tables (uncached).
     pub fn guest_physical(&self, linear: u64, access: Access) -> Result<u64, Exception> {
         if !self.paging {
             return Ok(linear);
         }
-        let top = linear >> 47;
-        if top != 0 && top != (1 << 17) - 1 {
-            return Err(Exception::GP0);
+        canonical(linear)?;
+        let w = self.walk(linear).map_err(|present| self.fault(linear, access, present))?;
+        self.check(linear, access, w)
+    }
+
+    fn check(&self, linear: u64, access: Access, w: Walk) -> Result<u64, Exception> {
+        if (access == Access::Write && !w.writable) || (self.cpl == Cpl::Ring3 && !w.user) {
+            return Err(self.fault(linear, access, true));
         }
+        Ok(w.phys)
+    }
+
+    /// The raw walk; `Err(false)` for a not-present entry.
+    fn walk(&self, linear: u64) -> Result<Walk, bool> {
         let mut table = self.cr3 & PTE_ADDR;
         let (mut writable, mut user) = (true, true);
         for level in (0..4).rev() {
             let index = (linear >> (12 + 9 * level)) & 0x1FF;
             let entry = self.pte(table + index * 8).unwrap_or(0);
             if entry & PTE_P == 0 {
-                return Err(self.fault(linear, access, false));
+                return Err(false);
             }
             writable &= entry & PTE_RW != 0;
             user &= entry & PTE_US != 0;
-            let (large, phys) = if level == 1 && entry & PTE_PS != 0 {
-                (true, (entry & PTE_ADDR & !0x1F_FFFF) | (linear & 0x1F_FFFF))
-            } else {
-                (false, 0)
-            };
-            if large || level == 0 {
-                if (access == Access::Write && !writable) || (self.cpl == Cpl::Ring3 && !user) {
-                    return Err(self.fault(linear, access, true));
-                }
-                return Ok(if large { phys } else { (entry & PTE_ADDR) | (linear & 0xFFF) });
+            if level == 1 && entry & PTE_PS != 0 {
+                let phys = (entry & PTE_ADDR & !0x1F_FFFF) | (linear & 0x1F_FFFF);
+                return Ok(Walk { phys, large: true, writable, user });
             }
             table = entry & PTE_ADDR;
         }
-        Err(self.fault(linear, access, false))
+        Ok(Walk { phys: table | (linear & 0xFFF), large: false, writable, user })
     }
+
+    /// Guest linear → guest physical through the TLB.
+    fn guest_physical_cached(&mut self, linear: u64, access: Access) -> Result<u64, Exception> {
+        if !self.paging {
+            return Ok(linear);
+        }
+        canonical(linear)?;
+        let w = match self.tlb.lookup(linear) {
+            Some(w) => w,
+            None => {
+                let w = self.walk(linear).map_err(|present| self.fault(linear, access, present))?;
+                self.tlb.insert(linear, w);
+                w
+            }
+        };
+        self.check(linear, access, w)
+    }
+}
+
+fn canonical(linear: u64) -> Result<(), Exception> {
+    let top = linear >> 47;
+    if top != 0 && top != (1 << 17) - 1 { Err(Exception::GP0) } else { Ok(()) }
 }
 
 impl OperandAccess for GuestMmu {
     fn translate(&mut self, linear: u64, access: Access) -> Result<Target, Exception> {
-        let gpa = self.guest_physical(linear, access)?;
+        let gpa = self.guest_physical_cached(linear, access)?;
         if self.domain.in_vepc(gpa) {
             // EPT: a vEPC GPA maps only to this domain's own EPC pages.
             return match self.domain.epc_of(gpa) {
@@ -113,6 +141,8 @@ impl OperandAccess for GuestMmu {
     }
 
     fn write_memory(&mut self, gpa: u64, data: &[u8]) -> Result<(), Exception> {
+        // The write may change a page table: no INVLPG in the Cpu trait, so flush.
+        self.tlb.flush();
         let _ = self.domain.ram.write(gpa, data);
         Ok(())
     }
@@ -204,7 +234,7 @@ impl Vcpu {
         let lehash = msr::lehash_to_msrs(&domain.launch.lehash);
         let feature_control = domain.cpuid.feature_control(&domain.launch);
         Self {
-            mmu: GuestMmu { domain, cr3: 0, paging: false, cpl: Cpl::Ring0, lehash },
+            mmu: GuestMmu { domain, cr3: 0, paging: false, cpl: Cpl::Ring0, lehash, tlb: Tlb::EMPTY },
             index,
             feature_control,
             interrupt: InterruptLine::new(),
@@ -242,6 +272,7 @@ impl Vcpu {
     pub fn load_state(&mut self, state: &VcpuState) {
         self.mmu.cr3 = state.cr3;
         self.mmu.paging = state.paging;
+        self.mmu.tlb.flush();
         self.mmu.cpl = match state.cpl {
             0 => Cpl::Ring0,
             1 => Cpl::Ring1,
@@ -438,6 +469,7 @@ impl Cpu for Vcpu {
 
     fn set_cr3(&mut self, cr3: u64) {
         self.mmu.cr3 = cr3;
+        self.mmu.tlb.flush();
     }
 
     fn cr3(&self) -> u64 {
@@ -446,6 +478,7 @@ impl Cpu for Vcpu {
 
     fn set_paging(&mut self, enabled: bool) {
         self.mmu.paging = enabled;
+        self.mmu.tlb.flush();
     }
 
     fn paging(&self) -> bool {

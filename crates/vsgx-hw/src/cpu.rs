@@ -17,87 +17,13 @@ use vsgx_isa::msr::{self, FeatureControl, INTEL_LE_PUBKEY_HASH};
 
 use crate::leaves::{self, Access, OperandAccess, Target};
 use crate::platform::Platform;
+use crate::tlb::{Tlb, Walk};
 
 const PTE_P: u64 = 1 << 0;
 const PTE_RW: u64 = 1 << 1;
 const PTE_US: u64 = 1 << 2;
 const PTE_PS: u64 = 1 << 7;
 const PTE_ADDR: u64 = 0x000F_FFFF_FFFF_F000;
-
-/// Entries of each translation cache (direct-mapped by linear page number).
-const TLB_ENTRIES: usize = 64;
-
-/// A cached translation: the result of a successful walk, with the combined permissions.
-#[derive(Clone, Copy, Debug, Default)]
-struct TlbEntry {
-    /// Linear page number (4 KiB or 2 MiB) + 1; 0 = empty.
-    tag: u64,
-    phys_page: u64,
-    writable: bool,
-    user: bool,
-}
-
-/// What a page walk found.
-#[derive(Clone, Copy, Debug)]
-struct Walk {
-    phys: u64,
-    large: bool,
-    writable: bool,
-    user: bool,
-}
-
-/// A small TLB with separate 4 KiB and 2 MiB arrays. Like hardware's it is flushed by `mov cr3`
-/// and paging changes; unlike hardware it is also flushed by every write this processor makes to
-/// memory, because the `Cpu` trait has no INVLPG and page tables live in ordinary RAM.
-#[derive(Clone, Debug)]
-struct Tlb {
-    small: [TlbEntry; TLB_ENTRIES],
-    large: [TlbEntry; TLB_ENTRIES],
-}
-
-impl Tlb {
-    const EMPTY: Self = Self {
-        small: [TlbEntry { tag: 0, phys_page: 0, writable: false, user: false }; TLB_ENTRIES],
-        large: [TlbEntry { tag: 0, phys_page: 0, writable: false, user: false }; TLB_ENTRIES],
-    };
-
-    fn lookup(&self, linear: u64) -> Option<Walk> {
-        let large = linear >> 21;
-        let e = &self.large[large as usize % TLB_ENTRIES];
-        if e.tag == large + 1 {
-            return Some(Walk {
-                phys: e.phys_page | (linear & 0x1F_FFFF),
-                large: true,
-                writable: e.writable,
-                user: e.user,
-            });
-        }
-        let small = linear >> 12;
-        let e = &self.small[small as usize % TLB_ENTRIES];
-        (e.tag == small + 1).then_some(Walk {
-            phys: e.phys_page | (linear & 0xFFF),
-            large: false,
-            writable: e.writable,
-            user: e.user,
-        })
-    }
-
-    fn insert(&mut self, linear: u64, w: Walk) {
-        if w.large {
-            let page = linear >> 21;
-            self.large[page as usize % TLB_ENTRIES] =
-                TlbEntry { tag: page + 1, phys_page: w.phys & !0x1F_FFFF, writable: w.writable, user: w.user };
-        } else {
-            let page = linear >> 12;
-            self.small[page as usize % TLB_ENTRIES] =
-                TlbEntry { tag: page + 1, phys_page: w.phys & !0xFFF, writable: w.writable, user: w.user };
-        }
-    }
-
-    fn flush(&mut self) {
-        *self = Self::EMPTY;
-    }
-}
 
 /// One logical processor of a [`Platform`], running software directly (no hypervisor).
 #[derive(Debug)]

@@ -23,3 +23,4 @@ pub mod leaves;
 pub mod memory;
 pub mod os;
 pub mod platform;
+pub mod tlb;
