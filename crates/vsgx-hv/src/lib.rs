@@ -7,7 +7,8 @@
 //! - [`domain`]: domains (static vEPC backed at creation, reset, destroy);
 //! - [`vcpu`]: vCPUs implementing `Cpu` (guest page walk + p2m, ENCLS exits, virtual MSRs);
 //! - [`policy`]: the guest's CPUID 0x12 / leaf 7 and launch control;
-//! - [`guest_ram`]: sparse guest RAM with dirty tracking.
+//! - [`guest_ram`]: sparse guest RAM with dirty tracking;
+//! - [`snapshot`]: save/restore of a domain's state without EPC contents (versioned, checksummed).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -15,4 +16,5 @@ pub mod domain;
 pub mod epc;
 pub mod guest_ram;
 pub mod policy;
+pub mod snapshot;
 pub mod vcpu;
