@@ -1,0 +1,183 @@
+//! The enclave SDK: ECALLs with the untrusted-runtime loop (EENTER, ERESUME after interrupts),
+//! EPC-loss detection and recovery by rebuilding (DESIGN §6, SGX.md §10.3).
+
+use alloc::boxed::Box;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use vsgx_isa::cpu::{AexCause, Cpu, EnclaveExit, Exception, Gprs};
+use vsgx_isa::leaf::Enclu;
+use vsgx_isa::{ArchStruct, Sigstruct, wasm_abi};
+
+use crate::GuestError;
+use crate::driver::{Driver, EnclaveId, EnclaveState};
+
+/// Where untrusted code resumes after an AEX and returns after EEXIT (any canonical address
+/// outside every enclave; the model does not execute untrusted code).
+const AEP: u64 = 0x7FFF_0000_1000;
+const RETURN_RIP: u64 = 0x7FFF_0000_2000;
+/// Most ERESUMEs per call before the SDK gives up (a livelocked enclave).
+const MAX_RESUMES: u32 = 1_000_000;
+
+/// What an ECALL returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallOutcome {
+    /// The ECALL's result (≥ 0: output length; < 0: the enclave's error code).
+    pub result: i64,
+    /// The output bytes.
+    pub output: Vec<u8>,
+    /// AEXs taken (interrupts).
+    pub aexs: u32,
+}
+
+impl<C: Cpu> Driver<C> {
+    /// Calls ECALL number `ecall` of an enclave with `input`, allowing `out_cap` output bytes.
+    /// An EPCM fault on the enclave's TCS or pages (its EPC is gone) marks the enclave lost and
+    /// returns [`GuestError::EnclaveLost`].
+    pub fn call(&mut self, id: EnclaveId, ecall: u64, input: &[u8], out_cap: usize) -> Result<CallOutcome, GuestError> {
+        let e = self.enclave(id).ok_or(GuestError::NoSuchEnclave(id.0))?.clone();
+        if e.state == EnclaveState::Lost {
+            return Err(GuestError::EnclaveLost(id.0));
+        }
+        let tcs = e.base + *e.tcs.first().ok_or(GuestError::NoTcs(id.0))?;
+        let in_pages = self.kernel().stage(input)?;
+        let out_pages = self.kernel().stage(&vec![0u8; out_cap.max(1)])?;
+        let contiguous = |pages: &[u64]| pages.windows(2).all(|w| w[1] == w[0] + 4096);
+        if !contiguous(&in_pages) || !contiguous(&out_pages) {
+            self.give_back(&in_pages, &out_pages);
+            return Err(GuestError::OutOfRam);
+        }
+        let mut regs = Gprs {
+            rbx: tcs,
+            rcx: AEP,
+            rdi: ecall,
+            rsi: in_pages[0],
+            rdx: input.len() as u64,
+            rip: RETURN_RIP,
+            ..Gprs::default()
+        };
+        regs.r8_r15[0] = out_pages[0];
+        regs.r8_r15[1] = out_cap as u64;
+        let mut aexs = 0;
+        let mut exit = self.kernel().as_user(|cpu| cpu.enclu_leaf(Enclu::Eenter, &mut regs));
+        let outcome = loop {
+            match exit {
+                Ok(EnclaveExit::Eexit) => break Ok(regs.rdi as i64),
+                Ok(EnclaveExit::Aex(AexCause::Interrupt)) if aexs < MAX_RESUMES => {
+                    aexs += 1;
+                    regs.rbx = tcs;
+                    regs.rcx = AEP;
+                    exit = self.kernel().as_user(|cpu| cpu.enclu_leaf(Enclu::Eresume, &mut regs));
+                }
+                Ok(EnclaveExit::Aex(AexCause::Exception(f))) if f.is_epcm_fault() => {
+                    break Err(GuestError::EnclaveLost(id.0));
+                }
+                Ok(EnclaveExit::Aex(AexCause::Exception(f))) => break Err(GuestError::EnclaveFault(f)),
+                Ok(EnclaveExit::Aex(AexCause::Interrupt)) => break Err(GuestError::EnclaveFault(Exception::GP0)),
+                Err(f) if f.is_epcm_fault() => break Err(GuestError::EnclaveLost(id.0)),
+                Err(f) => break Err(GuestError::Fault(f)),
+            }
+        };
+        let result = match outcome {
+            Ok(result) => result,
+            Err(err) => {
+                if matches!(err, GuestError::EnclaveLost(_)) {
+                    self.mark_lost(id);
+                }
+                self.give_back(&in_pages, &out_pages);
+                return Err(err);
+            }
+        };
+        let n = usize::try_from(result).unwrap_or(0).min(out_cap);
+        let mut output = vec![0u8; n];
+        self.kernel().cpu().read(out_pages[0], &mut output).map_err(GuestError::Fault)?;
+        self.give_back(&in_pages, &out_pages);
+        Ok(CallOutcome { result, output, aexs })
+    }
+
+    fn give_back(&mut self, a: &[u64], b: &[u64]) {
+        for &p in a.iter().chain(b) {
+            self.kernel().free_ram_page(p);
+        }
+    }
+}
+
+/// Re-provisioning hook: runs after a rebuild, before the call is retried (e.g. restores state
+/// from sealed data on the same platform, or fetches secrets again after a migration).
+pub type Reprovision<C> = Box<dyn FnMut(&mut Driver<C>, EnclaveId) -> Result<(), GuestError>>;
+
+/// An enclave the SDK can rebuild from its image when its EPC is lost.
+pub struct ManagedEnclave<C: Cpu> {
+    id: EnclaveId,
+    sgxs: Vec<u8>,
+    sig: Sigstruct,
+    header: wasm_abi::Header,
+    reprovision: Option<Reprovision<C>>,
+    rebuilds: u32,
+}
+
+impl<C: Cpu> core::fmt::Debug for ManagedEnclave<C> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ManagedEnclave").field("id", &self.id).field("rebuilds", &self.rebuilds).finish_non_exhaustive()
+    }
+}
+
+impl<C: Cpu> ManagedEnclave<C> {
+    /// Loads an enclave image (SGXS + SIGSTRUCT bytes) and keeps it for rebuilds.
+    pub fn load(
+        driver: &mut Driver<C>,
+        sgxs: &[u8],
+        sig: &[u8],
+        reprovision: Option<Reprovision<C>>,
+    ) -> Result<Self, GuestError> {
+        let sig = Sigstruct::from_bytes(sig).map_err(|_| GuestError::BadSigstruct)?;
+        let header = crate::image_header(sgxs)?;
+        let id = driver.load(sgxs, &sig)?;
+        Ok(Self { id, sgxs: sgxs.to_vec(), sig, header, reprovision, rebuilds: 0 })
+    }
+
+    /// The current driver id (changes after a rebuild).
+    pub fn id(&self) -> EnclaveId {
+        self.id
+    }
+
+    /// How many times the enclave was rebuilt after an EPC loss.
+    pub fn rebuilds(&self) -> u32 {
+        self.rebuilds
+    }
+
+    /// The ECALL names.
+    pub fn ecalls(&self) -> &[alloc::string::String] {
+        &self.header.ecalls
+    }
+
+    /// Calls ECALL `name`. If the enclave was lost, it is torn down, rebuilt from its image,
+    /// re-provisioned, and the call retried once; without a recovery hook `EnclaveLost` is returned.
+    pub fn call(
+        &mut self,
+        driver: &mut Driver<C>,
+        name: &str,
+        input: &[u8],
+        out_cap: usize,
+    ) -> Result<CallOutcome, GuestError> {
+        let ecall = self.header.ecall(name).ok_or(GuestError::NoSuchEcall)? as u64;
+        match driver.call(self.id, ecall, input, out_cap) {
+            Err(GuestError::EnclaveLost(_)) if self.reprovision.is_some() => {
+                self.rebuild(driver)?;
+                driver.call(self.id, ecall, input, out_cap)
+            }
+            other => other,
+        }
+    }
+
+    /// Destroys the lost instance and builds a fresh one from the image, then re-provisions it.
+    pub fn rebuild(&mut self, driver: &mut Driver<C>) -> Result<(), GuestError> {
+        driver.destroy(self.id)?;
+        self.id = driver.load(&self.sgxs, &self.sig)?;
+        self.rebuilds += 1;
+        if let Some(hook) = self.reprovision.as_mut() {
+            hook(driver, self.id)?;
+        }
+        Ok(())
+    }
+}
