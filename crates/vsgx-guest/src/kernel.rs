@@ -124,6 +124,14 @@ impl<C: Cpu> Kernel<C> {
 
     /// A zeroed 4 KiB RAM page (physical = linear under the identity map).
     pub fn alloc_ram_page(&mut self) -> Result<u64, GuestError> {
+        let page = self.alloc_ram_page_for_overwrite()?;
+        self.cpu.write(page, &[0; 4096]).map_err(GuestError::Fault)?;
+        Ok(page)
+    }
+
+    /// A 4 KiB RAM page that still holds whatever it held before, for a buffer the caller
+    /// overwrites whole (EWB's destination page): skips the zeroing.
+    pub fn alloc_ram_page_for_overwrite(&mut self) -> Result<u64, GuestError> {
         let page = match self.free_ram.pop() {
             Some(p) => p,
             None => {
@@ -140,7 +148,6 @@ impl<C: Cpu> Kernel<C> {
                 }
             }
         };
-        self.cpu.write(page, &[0; 4096]).map_err(GuestError::Fault)?;
         Ok(page)
     }
 

@@ -14,8 +14,10 @@
 
 extern crate alloc;
 
+pub mod agent;
 pub mod driver;
 pub mod kernel;
+pub mod reclaim;
 pub mod sdk;
 
 use vsgx_isa::cpu::Exception;
@@ -88,6 +90,10 @@ pub enum GuestError {
     /// The enclave stopped with an exception (e.g. #UD for a WebAssembly trap).
     #[error("the enclave stopped with {0}")]
     EnclaveFault(Exception),
+    /// An enclave page stays blocked: its write-back keeps answering SGX_NOT_TRACKED, so it can
+    /// neither be used nor reloaded.
+    #[error("the enclave page at {0:#x} is stuck blocked (its tracking cycle never completes)")]
+    PageStuck(u64),
 }
 
 /// The ABI header of a vsgx WebAssembly enclave image (the page at offset 0).

@@ -1,5 +1,6 @@
-//! The enclave SDK: ECALLs with the untrusted-runtime loop (EENTER, ERESUME after interrupts),
-//! EPC-loss detection and recovery by rebuilding (DESIGN §6, SGX.md §10.3).
+//! The enclave SDK: ECALLs with the untrusted-runtime loop (EENTER, ERESUME after interrupts and
+//! after the driver reloads an evicted page), EPC-loss detection and recovery by rebuilding
+//! (DESIGN §6, SGX.md §10.3).
 
 use alloc::boxed::Box;
 use alloc::vec;
@@ -32,16 +33,29 @@ pub struct CallOutcome {
 
 impl<C: Cpu> Driver<C> {
     /// Calls ECALL number `ecall` of an enclave with `input`, allowing `out_cap` output bytes.
-    /// An EPCM fault on the enclave's TCS or pages (its EPC is gone) marks the enclave lost and
-    /// returns [`GuestError::EnclaveLost`].
+    ///
+    /// Before EENTER the pages an entry needs (SECS, TCS, SSA frames, entry and code pages) are
+    /// made resident and stay so for the call. An SGX #PF on a page the driver evicted is fixed
+    /// by reloading it (ELDU, possibly evicting other pages) and the enclave is resumed. An EPCM
+    /// fault on any other page, or a reload that fails, means the enclave's EPC is gone: the
+    /// enclave is marked lost and [`GuestError::EnclaveLost`] returned.
     pub fn call(&mut self, id: EnclaveId, ecall: u64, input: &[u8], out_cap: usize) -> Result<CallOutcome, GuestError> {
-        let e = self.enclave(id).ok_or(GuestError::NoSuchEnclave(id.0))?.clone();
-        if e.state == EnclaveState::Lost {
-            return Err(GuestError::EnclaveLost(id.0));
-        }
-        let tcs = e.base + *e.tcs.first().ok_or(GuestError::NoTcs(id.0))?;
+        let (base, tcs_offset) = {
+            let e = self.enclave(id).ok_or(GuestError::NoSuchEnclave(id.0))?;
+            if e.state == EnclaveState::Lost {
+                return Err(GuestError::EnclaveLost(id.0));
+            }
+            (e.base, *e.tcs.first().ok_or(GuestError::NoTcs(id.0))?)
+        };
+        let tcs = base + tcs_offset;
         let in_pages = self.kernel().stage(input)?;
-        let out_pages = self.kernel().stage(&vec![0u8; out_cap.max(1)])?;
+        let out_pages = match self.kernel().stage(&vec![0u8; out_cap.max(1)]) {
+            Ok(p) => p,
+            Err(e) => {
+                self.give_back(&in_pages, &[]);
+                return Err(e);
+            }
+        };
         let contiguous = |pages: &[u64]| pages.windows(2).all(|w| w[1] == w[0] + 4096);
         if !contiguous(&in_pages) || !contiguous(&out_pages) {
             self.give_back(&in_pages, &out_pages);
@@ -59,25 +73,9 @@ impl<C: Cpu> Driver<C> {
         regs.r8_r15[0] = out_pages[0];
         regs.r8_r15[1] = out_cap as u64;
         let mut aexs = 0;
-        let mut exit = self.kernel().as_user(|cpu| cpu.enclu_leaf(Enclu::Eenter, &mut regs));
-        let outcome = loop {
-            match exit {
-                Ok(EnclaveExit::Eexit) => break Ok(regs.rdi as i64),
-                Ok(EnclaveExit::Aex(AexCause::Interrupt)) if aexs < MAX_RESUMES => {
-                    aexs += 1;
-                    regs.rbx = tcs;
-                    regs.rcx = AEP;
-                    exit = self.kernel().as_user(|cpu| cpu.enclu_leaf(Enclu::Eresume, &mut regs));
-                }
-                Ok(EnclaveExit::Aex(AexCause::Exception(f))) if f.is_epcm_fault() => {
-                    break Err(GuestError::EnclaveLost(id.0));
-                }
-                Ok(EnclaveExit::Aex(AexCause::Exception(f))) => break Err(GuestError::EnclaveFault(f)),
-                Ok(EnclaveExit::Aex(AexCause::Interrupt)) => break Err(GuestError::EnclaveFault(Exception::GP0)),
-                Err(f) if f.is_epcm_fault() => break Err(GuestError::EnclaveLost(id.0)),
-                Err(f) => break Err(GuestError::Fault(f)),
-            }
-        };
+        self.reclaim.running = Some(id);
+        let outcome = self.run(id, tcs, &mut regs, &mut aexs);
+        self.reclaim.running = None;
         let result = match outcome {
             Ok(result) => result,
             Err(err) => {
@@ -90,9 +88,59 @@ impl<C: Cpu> Driver<C> {
         };
         let n = usize::try_from(result).unwrap_or(0).min(out_cap);
         let mut output = vec![0u8; n];
-        self.kernel().cpu().read(out_pages[0], &mut output).map_err(GuestError::Fault)?;
+        let read = self.kernel().cpu().read(out_pages[0], &mut output).map_err(GuestError::Fault);
         self.give_back(&in_pages, &out_pages);
+        read?;
         Ok(CallOutcome { result, output, aexs })
+    }
+
+    /// EENTER, then ERESUME after every interrupt and every fault on an evicted page, until EEXIT.
+    fn run(&mut self, id: EnclaveId, tcs: u64, regs: &mut Gprs, aexs: &mut u32) -> Result<i64, GuestError> {
+        self.prepare_entry(id)?;
+        let mut leaf = Enclu::Eenter;
+        let mut resumes = 0u32;
+        loop {
+            let exit = self.kernel().as_user(|cpu| cpu.enclu_leaf(leaf, regs));
+            match exit {
+                Ok(EnclaveExit::Eexit) => return Ok(regs.rdi as i64),
+                Ok(EnclaveExit::Aex(cause)) => {
+                    if resumes >= MAX_RESUMES {
+                        // A livelocked enclave (or one whose working set cannot fit).
+                        let f = match cause {
+                            AexCause::Exception(f) => f,
+                            AexCause::Interrupt => Exception::GP0,
+                        };
+                        return Err(GuestError::EnclaveFault(f));
+                    }
+                    resumes += 1;
+                    match cause {
+                        AexCause::Interrupt => *aexs += 1,
+                        AexCause::Exception(f) if f.is_epcm_fault() => self.page_in(id, f)?,
+                        AexCause::Exception(f) => return Err(GuestError::EnclaveFault(f)),
+                    }
+                    regs.rbx = tcs;
+                    regs.rcx = AEP;
+                    leaf = Enclu::Eresume;
+                }
+                // EENTER/ERESUME itself faulted (registers unchanged) on a TCS or SSA page.
+                Err(f) if f.is_epcm_fault() && resumes < MAX_RESUMES => {
+                    resumes += 1;
+                    self.page_in(id, f)?;
+                }
+                Err(f) if f.is_epcm_fault() => return Err(GuestError::EnclaveLost(id.0)),
+                Err(f) => return Err(GuestError::Fault(f)),
+            }
+        }
+    }
+
+    /// Handles an SGX #PF of enclave `id`: reloads the page if the driver evicted it; any other
+    /// EPCM fault means the EPC is gone.
+    fn page_in(&mut self, id: EnclaveId, f: Exception) -> Result<(), GuestError> {
+        let Exception::PageFault { linear, .. } = f else { return Err(GuestError::EnclaveLost(id.0)) };
+        match self.evicted_by_us(id, linear) {
+            Some(offset) => self.ensure_resident(id, offset),
+            None => Err(GuestError::EnclaveLost(id.0)),
+        }
     }
 
     fn give_back(&mut self, a: &[u64], b: &[u64]) {
