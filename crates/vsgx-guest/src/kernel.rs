@@ -49,6 +49,8 @@ pub struct Kernel<C: Cpu> {
     /// Free 4 KiB RAM pages (after the kernel's own).
     free_ram: Vec<u64>,
     next_ram: (usize, u64),
+    /// Contiguous runs of RAM pages given back by [`Kernel::free_run`]: `(base, pages)`.
+    runs: Vec<(u64, usize)>,
     ram: Vec<(u64, u64)>,
     free_epc: Vec<u64>,
     next_epc: (usize, u64),
@@ -93,6 +95,7 @@ impl<C: Cpu> Kernel<C> {
             pml4: 0,
             free_ram: Vec::new(),
             next_ram: (0, 0x1000),
+            runs: Vec::new(),
             ram: info.ram.clone(),
             free_epc: Vec::new(),
             next_epc: (0, 0),
@@ -239,17 +242,50 @@ impl<C: Cpu> Kernel<C> {
         r
     }
 
-    /// Copies bytes into a RAM page run (allocating pages), returning the first page's address.
+    /// `pages` physically contiguous RAM pages: a run given back earlier if one is big enough,
+    /// else fresh pages from the never-used part of RAM.
+    fn alloc_run(&mut self, pages: usize) -> Result<u64, GuestError> {
+        if let Some(i) = self.runs.iter().position(|&(_, n)| n >= pages) {
+            let (base, n) = self.runs.swap_remove(i);
+            if n > pages {
+                self.runs.push((base + pages as u64 * 4096, n - pages));
+            }
+            return Ok(base);
+        }
+        let bytes = pages as u64 * 4096;
+        let (region, offset) = &mut self.next_ram;
+        loop {
+            let Some(&(base, size)) = self.ram.get(*region) else { return Err(GuestError::OutOfRam) };
+            if *offset + bytes <= size {
+                let run = base + *offset;
+                *offset += bytes;
+                return Ok(run);
+            }
+            *region += 1;
+            *offset = 0;
+        }
+    }
+
+    /// Copies bytes into physically contiguous RAM pages (zero-filling the last page) and returns
+    /// the pages; give them back with [`Kernel::free_run`].
     pub fn stage(&mut self, bytes: &[u8]) -> Result<Vec<u64>, GuestError> {
         let pages = bytes.len().div_ceil(4096).max(1);
-        let mut out = Vec::with_capacity(pages);
+        let base = self.alloc_run(pages)?;
+        let mut padded = [0u8; 4096];
         for i in 0..pages {
-            let page = self.alloc_ram_page()?;
             let chunk = &bytes[(i * 4096).min(bytes.len())..((i + 1) * 4096).min(bytes.len())];
-            self.cpu.write(page, chunk).map_err(GuestError::Fault)?;
-            out.push(page);
+            padded[..chunk.len()].copy_from_slice(chunk);
+            padded[chunk.len()..].fill(0);
+            self.cpu.write(base + i as u64 * 4096, &padded).map_err(GuestError::Fault)?;
         }
-        Ok(out)
+        Ok((0..pages as u64).map(|i| base + i * 4096).collect())
+    }
+
+    /// Gives back pages from [`Kernel::stage`] as one run.
+    pub fn free_run(&mut self, pages: &[u64]) {
+        if let Some(&base) = pages.first() {
+            self.runs.push((base, pages.len()));
+        }
     }
 }
 

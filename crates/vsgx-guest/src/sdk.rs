@@ -144,9 +144,8 @@ impl<C: Cpu> Driver<C> {
     }
 
     fn give_back(&mut self, a: &[u64], b: &[u64]) {
-        for &p in a.iter().chain(b) {
-            self.kernel().free_ram_page(p);
-        }
+        self.kernel().free_run(a);
+        self.kernel().free_run(b);
     }
 }
 

@@ -168,3 +168,17 @@ fn an_image_with_a_bad_header_or_stream_is_refused_cleanly() {
     assert_eq!(bm.kernel().free_epc_pages(), free, "nothing leaked");
     let _ = Arc::new(0);
 }
+
+#[test]
+fn large_inputs_and_outputs_work_call_after_call() {
+    let epc = manager(8);
+    let mut g = in_domain(&epc, 6, 16);
+    let (sgxs, sig) = example("hello");
+    let mut hello = ManagedEnclave::load(&mut g.driver, &sgxs, &sig, None).unwrap();
+    let input = vec![b'a'; 20_000];
+    for _ in 0..4 {
+        let out = hello.call(&mut g.driver, "hello", &input, 32_768).unwrap().output;
+        assert_eq!(out.len(), 20_007);
+        assert!(out.starts_with(b"Hello, AAAA"));
+    }
+}
