@@ -261,7 +261,7 @@ impl<C: Cpu> Driver<C> {
     }
 
     /// EPA on a fresh EPC page for enclave `id` (recorded before EPA so teardown returns it).
-    fn add_va_page(&mut self, id: EnclaveId) -> Result<(), GuestError> {
+    pub(crate) fn add_va_page(&mut self, id: EnclaveId) -> Result<(), GuestError> {
         let va = self.alloc_epc()?;
         match self.live(id) {
             Ok(e) => e.paging.va_pages.push(va),

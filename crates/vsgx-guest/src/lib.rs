@@ -19,6 +19,7 @@ pub mod driver;
 pub mod kernel;
 pub mod reclaim;
 pub mod sdk;
+pub mod sgx2;
 
 use vsgx_isa::cpu::Exception;
 use vsgx_isa::cpuid::CpuidError;
@@ -94,6 +95,12 @@ pub enum GuestError {
     /// neither be used nor reloaded.
     #[error("the enclave page at {0:#x} is stuck blocked (its tracking cycle never completes)")]
     PageStuck(u64),
+    /// A page offset outside the enclave, misaligned, or in the wrong state for the operation.
+    #[error("page offset {0:#x} is not valid for this operation")]
+    BadOffset(u64),
+    /// An SGX2 leaf answered with an error code.
+    #[error("{0} failed: {1}")]
+    Sgx2(&'static str, SgxError),
 }
 
 /// The ABI header of a vsgx WebAssembly enclave image (the page at offset 0).
