@@ -15,7 +15,7 @@ use crate::kernel::fault;
 impl<C: Cpu> Driver<C> {
     fn offset_in(&mut self, id: EnclaveId, offset: u64) -> Result<(u64, u64), GuestError> {
         let e = self.live(id)?;
-        if offset % 4096 != 0 || offset >= e.size {
+        if !offset.is_multiple_of(4096) || offset >= e.size {
             return Err(GuestError::BadOffset(offset));
         }
         Ok((e.base, e.size))
