@@ -77,6 +77,8 @@ struct Run {
     memory: Option<Memory>,
     /// Per heap page: the EPC page it was checked against (present), and whether it is dirty.
     present: Vec<Option<(PageId, bool)>>,
+    /// Indices of the present pages, so exits cost O(pages touched), not O(heap).
+    touched: Vec<usize>,
     pending: Option<Pending>,
     /// The instrumentation's window globals (rlo, rhi, wlo, whi).
     window: Option<[wasmi::Global; 4]>,
@@ -225,6 +227,7 @@ impl Run {
             if self.present[i].is_none() {
                 let slot = self.platform.epc().lock(epc).ok_or(epcm_pf(la, write))?;
                 data[i * 4096..(i + 1) * 4096].copy_from_slice(slot.data());
+                self.touched.push(i);
             }
             self.present[i] = Some((epc, write));
         }
@@ -235,7 +238,8 @@ impl Run {
     /// Writes dirty pages back to EPC (pages that stopped being this enclave's are skipped: their
     /// stores are lost as on hardware, where the EPCM would have refused them).
     fn write_back(&mut self, data: &[u8]) {
-        for (i, entry) in self.present.iter_mut().enumerate() {
+        for &i in &self.touched {
+            let entry = &mut self.present[i];
             if let Some((epc, true)) = *entry {
                 if let Some(mut slot) = self.platform.epc().lock(epc) {
                     let e = slot.epcm;
@@ -254,7 +258,9 @@ impl Run {
     /// Forgets every present page (at exit: the TLB of an exited enclave is gone). The caller
     /// also empties the window globals ([`set_window`]).
     fn invalidate(&mut self) {
-        self.present.iter_mut().for_each(|p| *p = None);
+        for i in self.touched.drain(..) {
+            self.present[i] = None;
+        }
         self.last = None;
     }
 
@@ -759,6 +765,7 @@ impl Executor {
             heap_base: t.mode.base + header.heap_offset,
             memory: None,
             present: vec![None; heap_pages],
+            touched: Vec::new(),
             pending: None,
             window: None,
             last: None,
