@@ -327,18 +327,22 @@ fn a_thread_inside_the_enclave_delays_tracking_and_blocked_pages_are_finished_la
     other.set_cpl(Cpl::Ring3);
     let line = other.interrupt_line();
     let spin = u64::from(walk.ecalls().iter().position(|n| n == "spin").unwrap() as u32);
-    let inside = Arc::new(AtomicU32::new(0));
-    let entered = Arc::clone(&inside);
+    // The enclave writes 1 to this (identity-mapped) RAM page once it runs.
+    let flag = g.driver.kernel().alloc_ram_page().unwrap();
     let thread = std::thread::spawn(move || {
         let mut regs =
             Gprs { rbx: base + tcs1, rcx: 0x7FFF_0000_1000, rdi: spin, rip: 0x7FFF_0000_2000, ..Gprs::default() };
-        entered.store(1, Ordering::SeqCst);
+        regs.r8_r15[0] = flag;
+        regs.r8_r15[1] = 1;
         other.enclu_leaf(Enclu::Eenter, &mut regs)
     });
-    while inside.load(Ordering::SeqCst) == 0 {
+    let ram = &g.domain.shared().ram;
+    let mut seen = [0u8; 1];
+    while seen[0] != 1 {
+        assert!(!thread.is_finished(), "the spinning thread left the enclave early");
         std::thread::yield_now();
+        ram.read(flag, &mut seen).unwrap();
     }
-    std::thread::sleep(std::time::Duration::from_millis(300));
 
     // Loading a second enclave needs the first one's pages: they get blocked, but ETRACK answers
     // SGX_PREV_TRK_INCMPL and EWB SGX_NOT_TRACKED while the other thread is inside, so they stay

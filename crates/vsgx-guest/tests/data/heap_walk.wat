@@ -56,8 +56,13 @@
     (i64.store (i32.const 8) (call $sum))
     (call $reply (local.get $out) (local.get $cap) (i32.const 8)))
 
-  ;; spin(): increments the u64 at address 8 forever; only an interrupt (AEX) stops it.
+  ;; spin(): increments the u64 at address 8 forever; only an interrupt (AEX) stops it. With an
+  ;; output buffer it first writes the byte 1 there, so the caller can see it is inside.
   (func (export "ecall_spin") (param $in i64) (param $in_len i64) (param $out i64) (param $cap i64) (result i64)
+    (if (i64.ne (local.get $cap) (i64.const 0))
+      (then
+        (i32.store8 (i32.const 16) (i32.const 1))
+        (call $copy_out (local.get $out) (i32.const 16) (i32.const 1))))
     (loop $l
       (i64.store (i32.const 8) (i64.add (i64.load (i32.const 8)) (i64.const 1)))
       (br $l))
