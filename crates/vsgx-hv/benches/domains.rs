@@ -7,6 +7,8 @@
 //!    (goal ≤ 50 ms);
 //! 3. create + destroy a domain with 64 GiB of static vEPC on a platform with a 64 GiB EPC section
 //!    (goal < 2 s).
+//!
+//! The enclave-build fixture lives in `vsgx_hw::bench`, shared with `vsgx bench`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,79 +17,25 @@ use criterion::{Criterion, Throughput};
 use vsgx_hv::domain::{Domain, DomainSpec};
 use vsgx_hv::epc::{DomainId, EpcManager, Owner, Placement};
 use vsgx_hv::policy::{LaunchControl, SgxFeatures, VepcSection};
+use vsgx_hw::bench::{BUILD_PAGES as PAGES, BuildFixture, fastest};
 use vsgx_hw::config;
 use vsgx_hw::cpu::BareMetalCpu;
 use vsgx_hw::os::SimpleOs;
 use vsgx_hw::platform::Platform;
-use vsgx_isa::cpu::{Cpu, LeafStatus};
+use vsgx_isa::PageType;
+use vsgx_isa::cpu::Cpu;
 use vsgx_isa::leaf::Encls;
-use vsgx_isa::{ArchStruct, Attributes, AttributesFlags, PageType, Pageinfo, Secinfo, SecinfoFlags, Secs};
 
-const PAGES: u64 = 64;
 const GUEST_RAM: u64 = 64 << 20;
 const EPC_GPA: u64 = 0x1_0000_0000;
 const BASE: u64 = 0x1000_0000_0000;
 
-/// An enclave under construction whose operands are prepared once: SECS source, and per page a
-/// source page, SECINFO and PAGEINFO already in RAM, so only the leaves are timed (as in
-/// `vsgx-hw/benches/platform.rs`).
-struct Build {
-    secs_epc: u64,
-    ecreate_pageinfo: u64,
-    pages: Vec<(u64, u64)>, // (PAGEINFO, EPC page)
-}
-
-fn prepare<C: Cpu>(os: &mut SimpleOs<C>, base: u64) -> Build {
-    let mut secs = Secs::zeroed();
-    secs.size = 1 << 20;
-    secs.baseaddr = base;
-    secs.ssaframesize = 1;
-    secs.attributes = Attributes::new(AttributesFlags::MODE64BIT, 3);
-    let secs_epc = os.alloc_epc().unwrap();
-    let src = os.scratch(secs.bytes(), 4096).unwrap();
-    let secinfo = os.scratch(Secinfo::new(PageType::Secs, SecinfoFlags::empty()).bytes(), 64).unwrap();
-    let ecreate_pageinfo =
-        os.scratch(Pageinfo { linaddr: 0, srcpge: src, secinfo_or_pcmd: secinfo, secs: 0 }.bytes(), 32).unwrap();
-    let reg = os.scratch(Secinfo::new(PageType::Reg, SecinfoFlags::R | SecinfoFlags::W).bytes(), 64).unwrap();
-    let pages = (0..PAGES)
-        .map(|i| {
-            let content: Vec<u8> = (0..4096u64).map(|b| (b * 7 + i) as u8).collect();
-            let src = os.scratch(&content, 4096).unwrap();
-            let pi = Pageinfo { linaddr: base + i * 4096, srcpge: src, secinfo_or_pcmd: reg, secs: secs_epc };
-            (os.scratch(pi.bytes(), 32).unwrap(), os.alloc_epc().unwrap())
-        })
-        .collect();
-    Build { secs_epc, ecreate_pageinfo, pages }
+fn build_once<C: Cpu>(os: &mut SimpleOs<C>, b: &BuildFixture) -> Duration {
+    b.build_once(os).expect("build")
 }
 
 fn ok<C: Cpu>(os: &mut SimpleOs<C>, leaf: Encls, rbx: u64, rcx: u64, rdx: u64) {
-    let regs = os.cpu().encls_leaf(leaf, rbx, rcx, rdx).expect("leaf runs");
-    // ECREATE/EADD/EEXTEND/EPA report only through faults; EREMOVE must return SGX_SUCCESS.
-    if !matches!(leaf, Encls::Ecreate | Encls::Eadd | Encls::Eextend | Encls::Epa) {
-        assert_eq!(regs.status(), LeafStatus::Success, "{leaf}");
-    }
-}
-
-/// ECREATE (untimed), then EADD + 16×EEXTEND per page (timed), then teardown (untimed).
-fn build_once<C: Cpu>(os: &mut SimpleOs<C>, b: &Build) -> Duration {
-    ok(os, Encls::Ecreate, b.ecreate_pageinfo, b.secs_epc, 0);
-    let t = Instant::now();
-    for &(pi, epc) in &b.pages {
-        ok(os, Encls::Eadd, pi, epc, 0);
-        for c in 0..16 {
-            ok(os, Encls::Eextend, b.secs_epc, epc + c * 256, 0);
-        }
-    }
-    let elapsed = t.elapsed();
-    for &(_, epc) in &b.pages {
-        ok(os, Encls::Eremove, 0, epc, 0);
-    }
-    ok(os, Encls::Eremove, 0, b.secs_epc, 0);
-    elapsed
-}
-
-fn fastest(rounds: usize, mut f: impl FnMut() -> Duration) -> Duration {
-    (0..rounds).map(|_| f()).min().unwrap_or_default()
+    vsgx_hw::bench::leaf(os, leaf, rbx, rcx, rdx).expect("leaf runs");
 }
 
 fn spec(name: &str, epc_bytes: u64) -> DomainSpec {
@@ -160,8 +108,8 @@ fn main() {
     bare.limit_epc(lent[0], (PAGES + 1) * 4096);
     let domain = Domain::create(DomainId(1), spec("guest", 4 << 20), Arc::clone(&epc)).expect("domain");
     let mut guest = SimpleOs::boot(domain.vcpu(0).expect("vCPU"), GUEST_RAM).expect("guest boots");
-    let bare_build = prepare(&mut bare, BASE);
-    let guest_build = prepare(&mut guest, BASE);
+    let bare_build = BuildFixture::prepare(&mut bare, BASE).expect("fixture");
+    let guest_build = BuildFixture::prepare(&mut guest, BASE).expect("fixture");
 
     let mut group = c.benchmark_group("enclave_build_64_pages");
     group.throughput(Throughput::Bytes(PAGES * 4096));

@@ -7,12 +7,14 @@
 //! - [`leaves`]: the leaf implementations, written against [`leaves::OperandAccess`] so the
 //!   hypervisor can run them for guests with its own address translation;
 //! - [`keys`], [`crypto`]: key derivation and paging encryption;
-//! - [`memory`], [`cpu`]: bare-metal RAM and logical processors.
+//! - [`memory`], [`cpu`]: bare-metal RAM and logical processors;
+//! - [`bench`]: benchmark fixtures shared by the benches and `vsgx bench`.
 //!
 //! Knows nothing about domains or virtualization beyond what real hardware exposes.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod config;
 pub mod cpu;
 pub mod crypto;

@@ -28,6 +28,17 @@ enum Command {
     /// Inspect SIGSTRUCT files.
     #[command(subcommand)]
     Sigstruct(SigstructCommand),
+    /// Run the project's benchmarks on this machine: one row per performance goal (P1, P2, P4, P6,
+    /// P7) with its value, the yardstick measured alongside it and their ratio.
+    Bench {
+        /// Fewer rounds and a 1 GiB (not 64 GiB) domain for P4: finishes in seconds, a smoke test.
+        #[arg(long)]
+        quick: bool,
+        /// Print a JSON array of rows: id, what, value, unit, yardstick, yardstick_value, ratio,
+        /// goal (and epcm_bytes_per_page on P4).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -97,6 +108,7 @@ fn main() -> ExitCode {
             cmd::launch::verify_launch(&image, &sig, json)
         }
         Command::Sigstruct(SigstructCommand::Show { file, json }) => cmd::sigstruct::show(&file, json),
+        Command::Bench { quick, json } => cmd::bench::bench(quick, json),
     };
     match result {
         Ok(code) => code,

@@ -1,5 +1,6 @@
 //! One module per command group.
 
+pub mod bench;
 pub mod enclave;
 pub mod launch;
 pub mod sigstruct;
