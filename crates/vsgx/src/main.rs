@@ -28,6 +28,9 @@ enum Command {
     /// Inspect SIGSTRUCT files.
     #[command(subcommand)]
     Sigstruct(SigstructCommand),
+    /// Check an xl-style guest config and show the layout it gets: memory map, vEPC sections,
+    /// CPUID 0x12, ACPI EPC device. Only `--dry-run` exists until the host daemon lands.
+    Create(cmd::create::CreateArgs),
     /// Run the project's benchmarks on this machine: one row per performance goal (P1, P2, P4, P6,
     /// P7) with its value, the yardstick measured alongside it and their ratio.
     Bench {
@@ -108,6 +111,7 @@ fn main() -> ExitCode {
             cmd::launch::verify_launch(&image, &sig, json)
         }
         Command::Sigstruct(SigstructCommand::Show { file, json }) => cmd::sigstruct::show(&file, json),
+        Command::Create(args) => cmd::create::create(&args),
         Command::Bench { quick, json } => cmd::bench::bench(quick, json),
     };
     match result {

@@ -1,6 +1,7 @@
 //! One module per command group.
 
 pub mod bench;
+pub mod create;
 pub mod enclave;
 pub mod launch;
 pub mod sigstruct;
