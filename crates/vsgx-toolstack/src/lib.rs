@@ -12,3 +12,4 @@
 pub mod config;
 pub mod host;
 pub mod layout;
+pub mod report;
