@@ -12,4 +12,5 @@
 pub mod config;
 pub mod host;
 pub mod layout;
+pub mod lifecycle;
 pub mod report;
