@@ -16,6 +16,9 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "vsgx", version, about, propagate_version = true)]
 struct Cli {
+    /// vsgxd's API socket [default: $VSGX_SOCKET, else $XDG_RUNTIME_DIR/vsgxd.sock, else /run/vsgxd.sock].
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -28,9 +31,34 @@ enum Command {
     /// Inspect SIGSTRUCT files.
     #[command(subcommand)]
     Sigstruct(SigstructCommand),
-    /// Check an xl-style guest config and show the layout it gets: memory map, vEPC sections,
-    /// CPUID 0x12, ACPI EPC device. Only `--dry-run` exists until the host daemon lands.
+    /// Create a guest from an xl-style config (through vsgxd), or with `--dry-run` check it and
+    /// show the layout it gets: memory map, vEPC sections, CPUID 0x12, ACPI EPC device.
     Create(cmd::create::CreateArgs),
+    /// Destroy a guest (DOM = name or id); all its EPC returns to the host.
+    Destroy {
+        /// The domain's name or id.
+        dom: String,
+    },
+    /// List the guests.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Physical SGX: features, EPC sections, total / free / used / quarantined EPC.
+    Sgxinfo {
+        /// Print JSON: sgx1, sgx2, flc, kss, oversub, sections, epc_{total,free,used,quarantined}_bytes.
+        #[arg(long)]
+        json: bool,
+    },
+    /// vEPC per guest: size, sections, policy, resident / evicted / ballooned pages.
+    Sgxlist {
+        /// Only this domain (name or id).
+        dom: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the project's benchmarks on this machine: one row per performance goal (P1, P2, P4, P6,
     /// P7) with its value, the yardstick measured alongside it and their ratio.
     Bench {
@@ -101,6 +129,8 @@ enum SigstructCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let socket = cli.socket.clone();
+    let client = || cmd::host::Client::new(cmd::host::socket_path(socket.as_deref()));
     let result = match cli.command {
         Command::Enclave(EnclaveCommand::Measure { file, json }) => cmd::enclave::measure(&file, json),
         Command::Enclave(EnclaveCommand::Keygen { output, force }) => cmd::enclave::keygen(&output, force),
@@ -111,7 +141,11 @@ fn main() -> ExitCode {
             cmd::launch::verify_launch(&image, &sig, json)
         }
         Command::Sigstruct(SigstructCommand::Show { file, json }) => cmd::sigstruct::show(&file, json),
-        Command::Create(args) => cmd::create::create(&args),
+        Command::Create(args) => cmd::create::create(&args, &client()),
+        Command::Destroy { dom } => cmd::host::destroy(&client(), &dom),
+        Command::List { json } => cmd::host::list(&client(), json),
+        Command::Sgxinfo { json } => cmd::host::sgxinfo(&client(), json),
+        Command::Sgxlist { dom, json } => cmd::host::sgxlist(&client(), dom.as_deref(), json),
         Command::Bench { quick, json } => cmd::bench::bench(quick, json),
     };
     match result {

@@ -126,11 +126,13 @@ fn the_host_can_come_from_a_platform_file() {
 }
 
 #[test]
-fn creating_for_real_says_what_is_missing() {
+fn creating_for_real_without_a_daemon_says_how_to_start_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("none.sock");
     vsgx()
-        .args(["create", example("web.cfg").to_str().unwrap()])
+        .args(["--socket", socket.to_str().unwrap(), "create", example("web.cfg").to_str().unwrap()])
         .assert()
         .failure()
-        .stderr(contains("vsgxd"))
-        .stderr(contains("--dry-run"));
+        .stderr(contains("no vsgxd answers"))
+        .stderr(contains("vsgxd --socket"));
 }

@@ -19,7 +19,7 @@ pub struct CreateArgs {
     /// Check the config and print the layout without creating anything (works without a daemon).
     #[arg(long)]
     dry_run: bool,
-    /// Print JSON: name, memory_map, epc_sections, cpuid, warnings.
+    /// Print JSON (dry run: name, memory_map, epc_sections, cpuid, warnings; else the created domain).
     #[arg(long)]
     json: bool,
     /// Lay out for the host a platform TOML describes instead of the embedded platform.
@@ -71,14 +71,13 @@ fn host(platform: Option<&Path>) -> anyhow::Result<HostInfo> {
     Ok(HostInfo::from_platform_config(&config))
 }
 
-/// `vsgx create`.
-pub fn create(args: &CreateArgs) -> anyhow::Result<ExitCode> {
+/// `vsgx create`: through the daemon, or `--dry-run` locally.
+pub fn create(args: &CreateArgs, client: &super::host::Client) -> anyhow::Result<ExitCode> {
     if !args.dry_run {
-        bail!(
-            "creating a running guest needs the vsgxd host daemon, which this build does not have yet; \
-             `vsgx create {} --dry-run` shows the layout the guest would get",
-            args.config.display()
-        );
+        if args.platform.is_some() {
+            bail!("--platform applies to --dry-run only: a daemon lays guests out for its own host");
+        }
+        return super::host::create(client, &args.config, args.json);
     }
     let host = host(args.platform.as_deref())?;
     let Parsed { config, layout, warnings } = GuestConfig::load(&args.config, &host)?;

@@ -1,0 +1,333 @@
+//! `vsgxd`: the host daemon. It owns one host (platform, EPC manager, domains) and serves the
+//! HTTP/JSON API of `docs/api/vsgxd.openapi.yaml` on a Unix socket created with mode 0600.
+//!
+//! Not yet here (issue 7): the persistent state directory (domains come back after a restart),
+//! guests running their agent (enclave load/call), and API-schema tests.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+use vsgx_hv::domain::DomainError;
+use vsgx_hw::config::{EpcSection, PlatformConfig};
+use vsgx_hw::platform::Platform;
+use vsgx_toolstack::lifecycle::{Guest, Host, HostError};
+use vsgx_toolstack::report::SectionInfo;
+
+/// vsgxd: the vsgx host daemon (one SGX platform, its hypervisor and domains).
+#[derive(Debug, Parser)]
+#[command(name = "vsgxd", version, about)]
+struct Args {
+    /// The API socket [default: $VSGX_SOCKET, else $XDG_RUNTIME_DIR/vsgxd.sock, else /run/vsgxd.sock].
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// The host's EPC: sections as SIZE_MIB[@NODE], comma separated (e.g. `128@0,128@1`), on the
+    /// embedded platform otherwise.
+    #[arg(long, value_name = "SECTIONS", conflicts_with = "platform")]
+    epc: Option<String>,
+    /// A platform TOML file instead of the embedded platform.
+    #[arg(long, value_name = "FILE.toml")]
+    platform: Option<PathBuf>,
+}
+
+/// The default socket path, shared with the CLI.
+fn default_socket() -> PathBuf {
+    if let Some(p) = std::env::var_os("VSGX_SOCKET") {
+        return PathBuf::from(p);
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) => Path::new(&dir).join("vsgxd.sock"),
+        None => PathBuf::from("/run/vsgxd.sock"),
+    }
+}
+
+/// `128@0,128@1` → EPC sections.
+fn parse_epc(spec: &str) -> anyhow::Result<Vec<EpcSection>> {
+    spec.split(',')
+        .enumerate()
+        .map(|(i, item)| {
+            let (size, node) = item.split_once('@').unwrap_or((item, "0"));
+            let size_mib = size.trim().parse::<u64>().ok().filter(|&s| s > 0);
+            let node = node.trim().parse::<u32>().ok();
+            match (size_mib, node) {
+                (Some(size_mib), Some(node)) => Ok(EpcSection { size_mib, node }),
+                _ => bail!("--epc item {} {item:?}: expected SIZE_MIB[@NODE], e.g. 128@0", i + 1),
+            }
+        })
+        .collect()
+}
+
+fn platform_config(args: &Args) -> anyhow::Result<PlatformConfig> {
+    let config = if let Some(path) = &args.platform {
+        let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        vsgx_hw::config::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+    } else {
+        let mut config = vsgx_hw::config::embedded_default();
+        if let Some(epc) = &args.epc {
+            config.epc = parse_epc(epc)?;
+        }
+        config
+    };
+    config.validate().map_err(|e| anyhow::anyhow!("platform: {e}"))?;
+    Ok(config)
+}
+
+type Shared = Arc<Mutex<Host>>;
+
+/// An API error: status + `{"error": "..."}`.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<HostError> for ApiError {
+    fn from(e: HostError) -> Self {
+        let status = match &e {
+            HostError::Config(_) => StatusCode::BAD_REQUEST,
+            HostError::NameInUse(_) => StatusCode::CONFLICT,
+            HostError::NoSuchDomain(_) => StatusCode::NOT_FOUND,
+            HostError::Create { source: DomainError::Epc { .. }, .. } => StatusCode::INSUFFICIENT_STORAGE,
+            HostError::Create { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            HostError::Destroy { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self(status, e.to_string())
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> ApiResult {
+    Ok((status, axum::Json(value)).into_response())
+}
+
+fn lock(state: &Shared) -> std::sync::MutexGuard<'_, Host> {
+    // A panic while holding the lock cannot leave the host half-changed (every change is one
+    // call), so a poisoned lock is still usable.
+    state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[derive(Serialize)]
+struct Region {
+    base: u64,
+    size: u64,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+/// The `Domain` object of the API.
+#[derive(Serialize)]
+struct DomainView {
+    name: String,
+    domid: u32,
+    uuid: String,
+    memory_mib: u64,
+    vcpus: u32,
+    epc_bytes: u64,
+    memory_map: Vec<Region>,
+    epc_sections: Vec<SectionInfo>,
+    warnings: Vec<String>,
+}
+
+impl DomainView {
+    fn of(g: &Guest) -> Self {
+        Self {
+            name: g.config.name.clone(),
+            domid: g.id.0,
+            uuid: g.config.uuid.to_string(),
+            memory_mib: g.config.memory_mib,
+            vcpus: g.config.vcpus,
+            epc_bytes: g.layout.epc_sections.iter().map(|s| s.size).sum(),
+            memory_map: g
+                .layout
+                .memory_map
+                .iter()
+                .map(|r| Region { base: r.base, size: r.size, kind: r.kind.as_str() })
+                .collect(),
+            epc_sections: g
+                .layout
+                .epc_sections
+                .iter()
+                .map(|s| SectionInfo { base: s.gpa, size: s.size, node: s.node })
+                .collect(),
+            warnings: g.warnings.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRequest {
+    config: String,
+    #[serde(default)]
+    file_name: Option<String>,
+}
+
+async fn host_info(State(state): State<Shared>) -> ApiResult {
+    json(StatusCode::OK, &lock(&state).sgxinfo())
+}
+
+async fn list(State(state): State<Shared>) -> ApiResult {
+    let host = lock(&state);
+    json(StatusCode::OK, &host.guests().map(DomainView::of).collect::<Vec<_>>())
+}
+
+async fn create(State(state): State<Shared>, body: Bytes) -> ApiResult {
+    let request: CreateRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("request body: {e}")))?;
+    let file = request.file_name.unwrap_or_else(|| "config".into());
+    let mut host = lock(&state);
+    let guest = host.create(&file, &request.config)?;
+    json(StatusCode::CREATED, &DomainView::of(guest))
+}
+
+async fn info(State(state): State<Shared>, UrlPath(dom): UrlPath<String>) -> ApiResult {
+    let host = lock(&state);
+    json(StatusCode::OK, &DomainView::of(host.find(&dom)?))
+}
+
+async fn destroy(State(state): State<Shared>, UrlPath(dom): UrlPath<String>) -> ApiResult {
+    lock(&state).destroy(&dom)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn sgxlist(State(state): State<Shared>) -> ApiResult {
+    json(StatusCode::OK, &lock(&state).sgxlist(None)?)
+}
+
+async fn sgxlist_one(State(state): State<Shared>, UrlPath(dom): UrlPath<String>) -> ApiResult {
+    json(StatusCode::OK, &lock(&state).sgxlist(Some(&dom))?)
+}
+
+/// Prometheus text: EPC per section and per domain.
+async fn metrics(State(state): State<Shared>) -> Response {
+    use std::fmt::Write;
+    let host = lock(&state);
+    let stats = host.epc().stats();
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, rows: Vec<(String, u64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (labels, v) in rows {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    };
+    let section = |i: usize, node: u32| format!("{{section=\"{i}\",node=\"{node}\"}}");
+    let sections = &stats.per_section;
+    gauge(
+        "vsgx_epc_section_bytes",
+        "Size of each physical EPC section.",
+        sections.iter().enumerate().map(|(i, s)| (section(i, s.node), s.size)).collect(),
+    );
+    gauge(
+        "vsgx_epc_section_free_pages",
+        "Free pages of each physical EPC section.",
+        sections.iter().enumerate().map(|(i, s)| (section(i, s.node), s.free)).collect(),
+    );
+    let info = host.sgxinfo();
+    gauge("vsgx_epc_free_bytes", "EPC given to no one.", vec![(String::new(), info.epc_free_bytes)]);
+    gauge(
+        "vsgx_epc_used_bytes",
+        "EPC backing vEPC or held by the hypervisor.",
+        vec![(String::new(), info.epc_used_bytes)],
+    );
+    gauge("vsgx_epc_quarantined_bytes", "EPC taken out of service.", vec![(String::new(), info.epc_quarantined_bytes)]);
+    let entries = host.sgxlist(None).unwrap_or_default();
+    let domain = |e: &vsgx_toolstack::report::SgxListEntry| format!("{{domain=\"{}\",domid=\"{}\"}}", e.name, e.domid);
+    for (name, help, field) in [
+        ("vsgx_domain_epc_resident_pages", "vEPC pages backed by EPC.", 0),
+        ("vsgx_domain_epc_evicted_pages", "vEPC pages the host evicted.", 1),
+        ("vsgx_domain_epc_ballooned_pages", "vEPC pages ballooned out.", 2),
+    ] {
+        let rows = entries
+            .iter()
+            .map(|e| (domain(e), [e.resident_pages, e.evicted_pages, e.ballooned_pages][field]))
+            .collect();
+        gauge(name, help, rows);
+    }
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, "no such endpoint (see docs/api/vsgxd.openapi.yaml)".into())
+}
+
+fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/v1/host", get(host_info))
+        .route("/v1/domains", get(list).post(create))
+        .route("/v1/domains/{dom}", get(info).delete(destroy))
+        .route("/v1/sgx/domains", get(sgxlist))
+        .route("/v1/sgx/domains/{dom}", get(sgxlist_one))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Binds the socket: refuses when another daemon answers on it, replaces a stale one, mode 0600.
+fn bind(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        bail!("{}: another vsgxd is serving on this socket", path.display());
+    }
+    if path.exists() {
+        std::fs::remove_file(path).with_context(|| format!("{}: cannot remove the stale socket", path.display()))?;
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the directory", dir.display()))?;
+    }
+    let listener =
+        tokio::net::UnixListener::bind(path).with_context(|| format!("{}: cannot bind the socket", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("{}: cannot make the socket 0600", path.display()))?;
+    Ok(listener)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    let socket = args.socket.clone().unwrap_or_else(default_socket);
+    let config = platform_config(args)?;
+    let host = Host::new(Platform::new(config));
+    let epc_mib = host.sgxinfo().epc_total_bytes >> 20;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let listener = bind(&socket)?;
+        eprintln!("vsgxd: serving on {} ({epc_mib} MiB of EPC)", socket.display());
+        let served =
+            axum::serve(listener, router(Arc::new(Mutex::new(host)))).with_graceful_shutdown(shutdown_signal()).await;
+        let _ = std::fs::remove_file(&socket);
+        served.context("serving the API")?;
+        eprintln!("vsgxd: stopped");
+        Ok(())
+    })
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vsgxd: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

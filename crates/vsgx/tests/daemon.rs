@@ -1,0 +1,179 @@
+//! `vsgxd` and the CLI verbs that talk to it, end to end: a daemon per test on a private socket.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as StdCommand};
+use std::time::Duration;
+
+use assert_cmd::Command;
+use assert_cmd::cargo::cargo_bin;
+use predicates::str::contains;
+use serde_json::{Value, json};
+
+const MIB: u64 = 1 << 20;
+
+/// A vsgxd in a temp dir, killed on drop.
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn start(epc: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("vsgxd.sock");
+        let child = StdCommand::new(cargo_bin("vsgxd"))
+            .args(["--socket", socket.to_str().unwrap(), "--epc", epc])
+            .spawn()
+            .unwrap();
+        let mut daemon = Self { child, socket, _dir: dir };
+        // Readiness, not timing: wait until the socket accepts (or the daemon died).
+        for _ in 0..1000 {
+            if UnixStream::connect(&daemon.socket).is_ok() {
+                return daemon;
+            }
+            assert!(daemon.child.try_wait().unwrap().is_none(), "vsgxd exited early");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("vsgxd did not start listening");
+    }
+
+    fn vsgx(&self) -> Command {
+        let mut c = Command::cargo_bin("vsgx").unwrap();
+        c.args(["--socket", self.socket.to_str().unwrap()]);
+        c
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let out = self.vsgx().args(args).arg("--json").assert().success();
+        serde_json::from_slice(&out.get_output().stdout).unwrap()
+    }
+
+    /// One raw HTTP request; the status and body.
+    fn raw(&self, request: &str) -> (u16, String) {
+        let mut s = UnixStream::connect(&self.socket).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let status = out.split(' ').nth(1).unwrap().parse().unwrap();
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+        (status, body)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn example(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/guests").join(name).to_str().unwrap().to_owned()
+}
+
+fn post(path: &str, body: &str) -> String {
+    format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+}
+
+#[test]
+fn guests_take_epc_until_it_runs_out_and_destroy_returns_every_page() {
+    let d = Daemon::start("64@0,64@1");
+    assert_eq!(std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777, 0o600);
+    let empty = d.json(&["sgxinfo"]);
+    assert_eq!(empty["epc_total_bytes"], 128 * MIB);
+    assert_eq!((empty["epc_free_bytes"].as_u64(), empty["epc_used_bytes"].as_u64()), (Some(128 * MIB), Some(0)));
+    assert_eq!(empty["sections"].as_array().unwrap().len(), 2);
+    assert_eq!((empty["sgx1"].as_bool(), empty["oversub"].as_bool()), (Some(true), Some(false)));
+
+    d.vsgx().args(["create", &example("web.cfg")]).assert().success().stdout(contains("created domain web (id 1)"));
+    // More than the host has at all: the config check refuses it.
+    d.vsgx().args(["create", &example("numa.cfg")]).assert().failure().stderr(contains("this host has 128 MiB"));
+    // Less than the host has but more than is free: the hypervisor refuses it, nothing is taken.
+    let big = d._dir.path().join("big.cfg");
+    std::fs::write(&big, "name = 'big'\nepc = 96\n").unwrap();
+    d.vsgx().args(["create", big.to_str().unwrap()]).assert().failure().stderr(contains("EPC short"));
+    let used = d.json(&["sgxinfo"]);
+    assert_eq!((used["epc_free_bytes"].as_u64(), used["epc_used_bytes"].as_u64()), (Some(64 * MIB), Some(64 * MIB)));
+
+    let list = d.json(&["sgxlist"]);
+    assert_eq!(
+        list,
+        json!([{
+            "name": "web", "domid": 1, "epc_bytes": 64 * MIB, "policy": "static",
+            "sections": [{ "base": 0x1_0000_0000u64, "size": 64 * MIB, "node": 0 }],
+            "resident_pages": 16384, "evicted_pages": 0, "ballooned_pages": 0
+        }])
+    );
+    assert_eq!(d.json(&["sgxlist", "1"]), list);
+    d.vsgx().args(["sgxlist", "db"]).assert().failure().stderr(contains("no domain \"db\""));
+    let domains = d.json(&["list"]);
+    assert_eq!((domains[0]["name"].as_str(), domains[0]["memory_mib"].as_u64()), (Some("web"), Some(512)));
+    d.vsgx().args(["create", &example("web.cfg")]).assert().failure().stderr(contains("exists already"));
+
+    d.vsgx().args(["destroy", "web"]).assert().success();
+    assert_eq!(d.json(&["sgxinfo"]), empty);
+    assert_eq!(d.json(&["sgxlist"]), json!([]));
+    d.vsgx().args(["destroy", "web"]).assert().failure().stderr(contains("no domain"));
+}
+
+#[test]
+fn malformed_requests_get_4xx_with_a_message_and_the_daemon_keeps_serving() {
+    let d = Daemon::start("32");
+    let cases = [
+        (post("/v1/domains", "{not json"), 400, "request body"),
+        (post("/v1/domains", r#"{"config": 5}"#), 400, "expected a string"),
+        (post("/v1/domains", r#"{"config": "name = 'a'", "x": 1}"#), 400, "unknown field"),
+        (post("/v1/domains", r#"{"config": "name = 'a'\nepc = [", "file_name": "a.cfg"}"#), 400, "a.cfg:2:"),
+        (post("/v1/domains", r#"{"config": "name = 'a'\nepc = 64"}"#), 400, "32 MiB"),
+        ("GET /v1/domains/nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_owned(), 404, "no domain"),
+        ("DELETE /v1/domains/7 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_owned(), 404, "no domain"),
+        ("GET /v2/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_owned(), 404, "no such endpoint"),
+    ];
+    for (request, status, message) in cases {
+        let (got, body) = d.raw(&request);
+        assert_eq!(got, status, "{request}: {body}");
+        let body: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{request}: JSON error body: {e}"));
+        assert!(body["error"].as_str().unwrap().contains(message), "{request}: {body}");
+    }
+    let (status, body) = d.raw(&post("/v1/domains", r#"{"config": "name = 'a'\nepc = 16"}"#));
+    assert_eq!(status, 201, "{body}");
+    let (status, metrics) = d.raw("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("vsgx_domain_epc_resident_pages{domain=\"a\",domid=\"1\"} 4096"), "{metrics}");
+    assert!(metrics.contains("vsgx_epc_used_bytes 16777216"), "{metrics}");
+}
+
+#[test]
+fn one_daemon_per_socket_and_sigterm_stops_it_cleanly() {
+    let mut d = Daemon::start("16");
+    let second = StdCommand::new(cargo_bin("vsgxd")).args(["--socket", d.socket.to_str().unwrap()]).output().unwrap();
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("another vsgxd"));
+    d.json(&["sgxinfo"]);
+
+    let term = StdCommand::new("kill").args(["-TERM", &d.child.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    let status = d.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!Path::new(&d.socket).exists(), "socket removed on shutdown");
+    d.vsgx().arg("sgxinfo").assert().failure().stderr(contains("no vsgxd answers"));
+}
+
+#[test]
+fn bad_daemon_arguments_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("s");
+    for (epc, message) in [("0", "--epc item 1"), ("64@x", "--epc item 1"), ("64,abc", "--epc item 2")] {
+        let out = StdCommand::new(cargo_bin("vsgxd"))
+            .args(["--socket", socket.to_str().unwrap(), "--epc", epc])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(message) && stderr.trim_end().lines().count() == 1, "{epc}: {stderr}");
+    }
+}
