@@ -25,6 +25,9 @@ pub enum HostError {
     /// Another domain has this name.
     #[error("a domain named {0:?} exists already")]
     NameInUse(String),
+    /// The id is 0 (the host) or taken.
+    #[error("domain id {0} is the host's or taken")]
+    IdInUse(u32),
     /// No domain has this name or id.
     #[error("no domain {0:?} (give a name or a numeric id; `vsgx list` shows them)")]
     NoSuchDomain(String),
@@ -49,7 +52,7 @@ pub enum HostError {
 impl HostError {
     /// Whether the error is the requester's (bad config, unknown name) rather than the host's.
     pub fn is_request_error(&self) -> bool {
-        matches!(self, Self::Config(_) | Self::NameInUse(_) | Self::NoSuchDomain(_))
+        matches!(self, Self::Config(_) | Self::NameInUse(_) | Self::IdInUse(_) | Self::NoSuchDomain(_))
     }
 }
 
@@ -103,17 +106,30 @@ impl Host {
     /// Parses and validates `text` (named `file` in errors) and creates the domain, backing all of
     /// its vEPC now (static policy).
     pub fn create(&mut self, file: &str, text: &str) -> Result<&Guest, HostError> {
+        self.create_as(DomainId(self.next_id), file, text)
+    }
+
+    /// [`Host::create`] with a chosen id: a daemon restoring the domains it ran before a restart
+    /// gives them back their ids. Later ids are allocated above it.
+    pub fn create_as(&mut self, id: DomainId, file: &str, text: &str) -> Result<&Guest, HostError> {
         let parsed = GuestConfig::parse(file, text, &self.info)?;
         let name = parsed.config.name.clone();
         if self.guests.values().any(|g| g.config.name == name) {
             return Err(HostError::NameInUse(name));
         }
-        let id = DomainId(self.next_id);
+        if id.0 == 0 || self.guests.contains_key(&id.0) {
+            return Err(HostError::IdInUse(id.0));
+        }
         let domain = Domain::create(id, parsed.layout.domain.clone(), Arc::clone(&self.epc))
             .map_err(|source| HostError::Create { name: name.clone(), source })?;
-        self.next_id += 1;
+        self.reserve_ids_below(id.0.saturating_add(1));
         let guest = Guest { id, config: parsed.config, layout: parsed.layout, warnings: parsed.warnings, domain };
         Ok(self.guests.entry(id.0).or_insert(guest))
+    }
+
+    /// Never hand out an id below `next` (ids of domains that existed before a restart).
+    pub fn reserve_ids_below(&mut self, next: u32) {
+        self.next_id = self.next_id.max(next);
     }
 
     /// The domain named `dom`, or whose id is `dom`.
@@ -193,6 +209,11 @@ mod tests {
         assert_eq!(host.sgxinfo(), before);
         // Ids are not reused.
         assert_eq!(host.create("web.cfg", "name = 'web'\nepc = 8\n").unwrap().id, DomainId(3));
+        // A restored domain keeps its id; new ones come after it.
+        assert_eq!(host.create_as(DomainId(9), "r.cfg", "name = 'r'\n").unwrap().id, DomainId(9));
+        assert!(matches!(host.create_as(DomainId(9), "s.cfg", "name = 's'\n"), Err(HostError::IdInUse(9))));
+        assert!(matches!(host.create_as(DomainId(0), "s.cfg", "name = 's'\n"), Err(HostError::IdInUse(0))));
+        assert_eq!(host.create("n.cfg", "name = 'n'\n").unwrap().id, DomainId(10));
     }
 
     #[test]

@@ -18,18 +18,27 @@ const MIB: u64 = 1 << 20;
 struct Daemon {
     child: Child,
     socket: PathBuf,
-    _dir: tempfile::TempDir,
+    dir: PathBuf,
+    _owned: Option<tempfile::TempDir>,
 }
 
 impl Daemon {
     fn start(epc: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("vsgxd.sock");
+        let owned = tempfile::tempdir().unwrap();
+        let mut d = Self::start_in(owned.path(), epc);
+        d._owned = Some(owned);
+        d
+    }
+
+    /// A daemon whose socket and state directory are in `dir`.
+    fn start_in(dir: &Path, epc: &str) -> Self {
+        let socket = dir.join("vsgxd.sock");
+        let state = dir.join("state");
         let child = StdCommand::new(cargo_bin("vsgxd"))
-            .args(["--socket", socket.to_str().unwrap(), "--epc", epc])
+            .args(["--socket", socket.to_str().unwrap(), "--epc", epc, "--state-dir", state.to_str().unwrap()])
             .spawn()
             .unwrap();
-        let mut daemon = Self { child, socket, _dir: dir };
+        let mut daemon = Self { child, socket, dir: dir.to_path_buf(), _owned: None };
         // Readiness, not timing: wait until the socket accepts (or the daemon died).
         for _ in 0..1000 {
             if UnixStream::connect(&daemon.socket).is_ok() {
@@ -93,7 +102,7 @@ fn guests_take_epc_until_it_runs_out_and_destroy_returns_every_page() {
     // More than the host has at all: the config check refuses it.
     d.vsgx().args(["create", &example("numa.cfg")]).assert().failure().stderr(contains("this host has 128 MiB"));
     // Less than the host has but more than is free: the hypervisor refuses it, nothing is taken.
-    let big = d._dir.path().join("big.cfg");
+    let big = d.dir.join("big.cfg");
     std::fs::write(&big, "name = 'big'\nepc = 96\n").unwrap();
     d.vsgx().args(["create", big.to_str().unwrap()]).assert().failure().stderr(contains("EPC short"));
     let used = d.json(&["sgxinfo"]);
@@ -150,7 +159,11 @@ fn malformed_requests_get_4xx_with_a_message_and_the_daemon_keeps_serving() {
 #[test]
 fn one_daemon_per_socket_and_sigterm_stops_it_cleanly() {
     let mut d = Daemon::start("16");
-    let second = StdCommand::new(cargo_bin("vsgxd")).args(["--socket", d.socket.to_str().unwrap()]).output().unwrap();
+    let state = d.dir.join("state2");
+    let second = StdCommand::new(cargo_bin("vsgxd"))
+        .args(["--socket", d.socket.to_str().unwrap(), "--state-dir", state.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(!second.status.success());
     assert!(String::from_utf8_lossy(&second.stderr).contains("another vsgxd"));
     d.json(&["sgxinfo"]);
@@ -176,4 +189,42 @@ fn bad_daemon_arguments_are_one_line_errors() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(message) && stderr.trim_end().lines().count() == 1, "{epc}: {stderr}");
     }
+}
+
+#[test]
+fn domains_come_back_after_a_restart_with_their_names_ids_and_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Daemon::start_in(dir.path(), "64@0,64@1");
+    first.vsgx().args(["create", &example("web.cfg")]).assert().success();
+    let small = dir.path().join("small.cfg");
+    std::fs::write(&small, "name = 'small'\nmemory = 256\nepc = 8\n").unwrap();
+    first.vsgx().args(["create", small.to_str().unwrap()]).assert().success();
+    first.vsgx().args(["destroy", "web"]).assert().success();
+    first.vsgx().args(["create", &example("web.cfg")]).assert().success().stdout(contains("(id 3)"));
+    let before = (first.json(&["sgxlist"]), first.json(&["list"]), first.json(&["sgxinfo"]));
+    drop(first); // kill -9
+
+    let second = Daemon::start_in(dir.path(), "64@0,64@1");
+    let after = (second.json(&["sgxlist"]), second.json(&["list"]), second.json(&["sgxinfo"]));
+    assert_eq!(after, before);
+    assert_eq!(
+        before
+            .0
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["name"].as_str().unwrap(), e["domid"].as_u64().unwrap()))
+            .collect::<Vec<_>>(),
+        [("small", 2), ("web", 3)]
+    );
+    // New ids continue after the restored ones; destroyed domains stay destroyed.
+    let other = dir.path().join("other.cfg");
+    std::fs::write(&other, "name = 'other'\n").unwrap();
+    second.vsgx().args(["create", other.to_str().unwrap()]).assert().success().stdout(contains("(id 4)"));
+    second.vsgx().args(["destroy", "small"]).assert().success();
+    drop(second);
+    let third = Daemon::start_in(dir.path(), "64@0,64@1");
+    let names: Vec<String> =
+        third.json(&["list"]).as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(names, ["web", "other"]);
 }

@@ -1,8 +1,12 @@
 //! `vsgxd`: the host daemon. It owns one host (platform, EPC manager, domains) and serves the
 //! HTTP/JSON API of `docs/api/vsgxd.openapi.yaml` on a Unix socket created with mode 0600.
 //!
-//! Not yet here (issue 7): the persistent state directory (domains come back after a restart),
-//! guests running their agent (enclave load/call), and API-schema tests.
+//! State lives in `STATE_DIR/vsgxd.redb` (redb, transactional): the host identity (the seed its
+//! platform's fused secrets derive from, so data sealed before a restart unseals after it) and the
+//! config of every domain. After a restart (SIGTERM or kill -9) each domain comes back with its
+//! name, id and layout and an empty vEPC, as after a host reboot.
+//!
+//! Not yet here (issue 7): guests running their agent (enclave load/call) and API-schema tests.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -15,6 +19,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clap::Parser;
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 use vsgx_hv::domain::DomainError;
 use vsgx_hw::config::{EpcSection, PlatformConfig};
@@ -36,6 +41,96 @@ struct Args {
     /// A platform TOML file instead of the embedded platform.
     #[arg(long, value_name = "FILE.toml")]
     platform: Option<PathBuf>,
+    /// Where the daemon keeps its state [default: $VSGX_STATE_DIR, else /var/lib/vsgx].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+/// Table of domains: id → the config they were created from (JSON `{"file", "config"}`).
+const DOMAINS: redb::TableDefinition<u32, &str> = redb::TableDefinition::new("domains");
+/// Table of host facts: `"seed"` → the platform seed.
+const HOST: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("host");
+
+/// A domain as stored: enough to create it again.
+#[derive(Serialize, Deserialize)]
+struct StoredDomain {
+    file: String,
+    config: String,
+}
+
+/// The daemon's transactional store.
+struct Store {
+    db: redb::Database,
+}
+
+impl Store {
+    fn open(dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create the state directory", dir.display()))?;
+        let path = dir.join("vsgxd.redb");
+        let db = redb::Database::create(&path)
+            .with_context(|| format!("{}: cannot open the state store", path.display()))?;
+        let store = Self { db };
+        let tx = store.db.begin_write()?;
+        tx.open_table(DOMAINS)?;
+        tx.open_table(HOST)?;
+        tx.commit()?;
+        Ok(store)
+    }
+
+    /// The host's seed: the stored one, or a fresh random one stored now.
+    fn seed(&self) -> anyhow::Result<u64> {
+        let tx = self.db.begin_write()?;
+        let seed = {
+            let mut table = tx.open_table(HOST)?;
+            let stored = table.get("seed")?.map(|v| v.value());
+            match stored {
+                Some(seed) => seed,
+                None => {
+                    let mut bytes = [0u8; 8];
+                    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for the host seed: {e}"))?;
+                    let seed = u64::from_le_bytes(bytes);
+                    table.insert("seed", seed)?;
+                    seed
+                }
+            }
+        };
+        tx.commit()?;
+        Ok(seed)
+    }
+
+    fn domains(&self) -> anyhow::Result<Vec<(u32, StoredDomain)>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(DOMAINS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (id, value) = row?;
+            let stored = serde_json::from_str(value.value())
+                .with_context(|| format!("state store: domain {} is unreadable", id.value()))?;
+            out.push((id.value(), stored));
+        }
+        Ok(out)
+    }
+
+    fn put(&self, id: u32, domain: &StoredDomain) -> anyhow::Result<()> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(DOMAINS)?.insert(id, serde_json::to_string(domain)?.as_str())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn remove(&self, id: u32) -> anyhow::Result<()> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(DOMAINS)?.remove(id)?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// Everything the API serves.
+struct Daemon {
+    host: Host,
+    store: Store,
 }
 
 /// The default socket path, shared with the CLI.
@@ -80,7 +175,7 @@ fn platform_config(args: &Args) -> anyhow::Result<PlatformConfig> {
     Ok(config)
 }
 
-type Shared = Arc<Mutex<Host>>;
+type Shared = Arc<Mutex<Daemon>>;
 
 /// An API error: status + `{"error": "..."}`.
 struct ApiError(StatusCode, String);
@@ -95,7 +190,7 @@ impl From<HostError> for ApiError {
     fn from(e: HostError) -> Self {
         let status = match &e {
             HostError::Config(_) => StatusCode::BAD_REQUEST,
-            HostError::NameInUse(_) => StatusCode::CONFLICT,
+            HostError::NameInUse(_) | HostError::IdInUse(_) => StatusCode::CONFLICT,
             HostError::NoSuchDomain(_) => StatusCode::NOT_FOUND,
             HostError::Create { source: DomainError::Epc { .. }, .. } => StatusCode::INSUFFICIENT_STORAGE,
             HostError::Create { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -111,7 +206,7 @@ fn json<T: Serialize>(status: StatusCode, value: &T) -> ApiResult {
     Ok((status, axum::Json(value)).into_response())
 }
 
-fn lock(state: &Shared) -> std::sync::MutexGuard<'_, Host> {
+fn lock(state: &Shared) -> std::sync::MutexGuard<'_, Daemon> {
     // A panic while holding the lock cannot leave the host half-changed (every change is one
     // call), so a poisoned lock is still usable.
     state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -174,45 +269,56 @@ struct CreateRequest {
 }
 
 async fn host_info(State(state): State<Shared>) -> ApiResult {
-    json(StatusCode::OK, &lock(&state).sgxinfo())
+    json(StatusCode::OK, &lock(&state).host.sgxinfo())
 }
 
 async fn list(State(state): State<Shared>) -> ApiResult {
-    let host = lock(&state);
-    json(StatusCode::OK, &host.guests().map(DomainView::of).collect::<Vec<_>>())
+    let daemon = lock(&state);
+    json(StatusCode::OK, &daemon.host.guests().map(DomainView::of).collect::<Vec<_>>())
 }
 
 async fn create(State(state): State<Shared>, body: Bytes) -> ApiResult {
     let request: CreateRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("request body: {e}")))?;
     let file = request.file_name.unwrap_or_else(|| "config".into());
-    let mut host = lock(&state);
-    let guest = host.create(&file, &request.config)?;
-    json(StatusCode::CREATED, &DomainView::of(guest))
+    let mut daemon = lock(&state);
+    let daemon = &mut *daemon;
+    let id = daemon.host.create(&file, &request.config)?.id;
+    let stored = StoredDomain { file, config: request.config };
+    if let Err(e) = daemon.store.put(id.0, &stored) {
+        // All or nothing: a domain that would not come back after a restart is not created.
+        let _ = daemon.host.destroy(&id.0.to_string());
+        return Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("state store: {e:#}")));
+    }
+    json(StatusCode::CREATED, &DomainView::of(daemon.host.find(&id.0.to_string())?))
 }
 
 async fn info(State(state): State<Shared>, UrlPath(dom): UrlPath<String>) -> ApiResult {
-    let host = lock(&state);
-    json(StatusCode::OK, &DomainView::of(host.find(&dom)?))
+    let daemon = lock(&state);
+    json(StatusCode::OK, &DomainView::of(daemon.host.find(&dom)?))
 }
 
 async fn destroy(State(state): State<Shared>, UrlPath(dom): UrlPath<String>) -> ApiResult {
-    lock(&state).destroy(&dom)?;
+    let mut daemon = lock(&state);
+    let id = daemon.host.find(&dom)?.id.0;
+    daemon.store.remove(id).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("state store: {e:#}")))?;
+    daemon.host.destroy(&id.to_string())?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn sgxlist(State(state): State<Shared>) -> ApiResult {
-    json(StatusCode::OK, &lock(&state).sgxlist(None)?)
+    json(StatusCode::OK, &lock(&state).host.sgxlist(None)?)
 }
 
 async fn sgxlist_one(State(state): State<Shared>, UrlPath(dom): UrlPath<String>) -> ApiResult {
-    json(StatusCode::OK, &lock(&state).sgxlist(Some(&dom))?)
+    json(StatusCode::OK, &lock(&state).host.sgxlist(Some(&dom))?)
 }
 
 /// Prometheus text: EPC per section and per domain.
 async fn metrics(State(state): State<Shared>) -> Response {
     use std::fmt::Write;
-    let host = lock(&state);
+    let daemon = lock(&state);
+    let host = &daemon.host;
     let stats = host.epc().stats();
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, rows: Vec<(String, u64)>| {
@@ -305,15 +411,31 @@ async fn shutdown_signal() {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     let socket = args.socket.clone().unwrap_or_else(default_socket);
-    let config = platform_config(args)?;
-    let host = Host::new(Platform::new(config));
+    let state_dir = args.state_dir.clone().unwrap_or_else(|| {
+        std::env::var_os("VSGX_STATE_DIR").map_or_else(|| PathBuf::from("/var/lib/vsgx"), PathBuf::from)
+    });
+    let store = Store::open(&state_dir)?;
+    let mut config = platform_config(args)?;
+    if config.seed.is_none() {
+        config.seed = Some(store.seed()?);
+    }
+    let mut host = Host::new(Platform::new(config));
+    for (id, stored) in store.domains()? {
+        // Keep ids of domains that cannot come back reserved: their record stays in the store.
+        host.reserve_ids_below(id.saturating_add(1));
+        match host.create_as(vsgx_hv::epc::DomainId(id), &stored.file, &stored.config) {
+            Ok(g) => eprintln!("vsgxd: restored domain {} (id {id}) with an empty vEPC", g.config.name),
+            Err(e) => eprintln!("vsgxd: domain id {id} could not be restored: {e}"),
+        }
+    }
     let epc_mib = host.sgxinfo().epc_total_bytes >> 20;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let listener = bind(&socket)?;
         eprintln!("vsgxd: serving on {} ({epc_mib} MiB of EPC)", socket.display());
-        let served =
-            axum::serve(listener, router(Arc::new(Mutex::new(host)))).with_graceful_shutdown(shutdown_signal()).await;
+        let served = axum::serve(listener, router(Arc::new(Mutex::new(Daemon { host, store }))))
+            .with_graceful_shutdown(shutdown_signal())
+            .await;
         let _ = std::fs::remove_file(&socket);
         served.context("serving the API")?;
         eprintln!("vsgxd: stopped");
