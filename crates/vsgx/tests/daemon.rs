@@ -159,7 +159,8 @@ fn malformed_requests_get_4xx_with_a_message_and_the_daemon_keeps_serving() {
 #[test]
 fn one_daemon_per_socket_and_sigterm_stops_it_cleanly() {
     let mut d = Daemon::start("16");
-    let state = d.dir.join("state2");
+    // Same socket and same state directory: refused before the store is touched.
+    let state = d.dir.join("state");
     let second = StdCommand::new(cargo_bin("vsgxd"))
         .args(["--socket", d.socket.to_str().unwrap(), "--state-dir", state.to_str().unwrap()])
         .output()

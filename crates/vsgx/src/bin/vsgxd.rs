@@ -414,6 +414,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let state_dir = args.state_dir.clone().unwrap_or_else(|| {
         std::env::var_os("VSGX_STATE_DIR").map_or_else(|| PathBuf::from("/var/lib/vsgx"), PathBuf::from)
     });
+    // Before touching the store: a running daemon holds it open.
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        bail!("{}: another vsgxd is serving on this socket", socket.display());
+    }
     let store = Store::open(&state_dir)?;
     let mut config = platform_config(args)?;
     if config.seed.is_none() {
