@@ -39,9 +39,23 @@ enum Command {
         /// The domain's name or id.
         dom: String,
     },
-    /// List the guests.
+    /// List the guests (with `--sgx`: their vEPC, as `sgxlist`).
     List {
+        /// Show the guests' vEPC (same as `vsgx sgxlist`).
+        #[arg(long)]
+        sgx: bool,
         /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One guest: RAM, vCPUs, memory map, vEPC (with `--sgx`: its EPC page counts).
+    Info {
+        /// The domain's name or id.
+        dom: String,
+        /// Add the guest's EPC page counts (resident / evicted / ballooned) and policy.
+        #[arg(long)]
+        sgx: bool,
+        /// Print JSON (the API's Domain object, plus `sgx` with `--sgx`).
         #[arg(long)]
         json: bool,
     },
@@ -143,7 +157,9 @@ fn main() -> ExitCode {
         Command::Sigstruct(SigstructCommand::Show { file, json }) => cmd::sigstruct::show(&file, json),
         Command::Create(args) => cmd::create::create(&args, &client()),
         Command::Destroy { dom } => cmd::host::destroy(&client(), &dom),
-        Command::List { json } => cmd::host::list(&client(), json),
+        Command::List { sgx: false, json } => cmd::host::list(&client(), json),
+        Command::List { sgx: true, json } => cmd::host::sgxlist(&client(), None, json),
+        Command::Info { dom, sgx, json } => cmd::host::info(&client(), &dom, sgx, json),
         Command::Sgxinfo { json } => cmd::host::sgxinfo(&client(), json),
         Command::Sgxlist { dom, json } => cmd::host::sgxlist(&client(), dom.as_deref(), json),
         Command::Bench { quick, json } => cmd::bench::bench(quick, json),

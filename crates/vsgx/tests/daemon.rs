@@ -122,6 +122,13 @@ fn guests_take_epc_until_it_runs_out_and_destroy_returns_every_page() {
     let domains = d.json(&["list"]);
     assert_eq!((domains[0]["name"].as_str(), domains[0]["memory_mib"].as_u64()), (Some("web"), Some(512)));
     d.vsgx().args(["create", &example("web.cfg")]).assert().failure().stderr(contains("exists already"));
+    assert_eq!(d.json(&["list", "--sgx"]), list);
+    let info = d.json(&["info", "web", "--sgx"]);
+    assert_eq!((info["domid"].as_u64(), info["vcpus"].as_u64()), (Some(1), Some(2)));
+    assert_eq!(info["memory_map"][2], json!({ "base": 0x1_0000_0000u64, "size": 64 * MIB, "type": "reserved" }));
+    assert_eq!(info["sgx"], list[0]);
+    d.vsgx().args(["info", "1"]).assert().success().stdout(contains("domain web (id 1"));
+    d.vsgx().args(["info", "nope"]).assert().failure().stderr(contains("no domain"));
 
     d.vsgx().args(["destroy", "web"]).assert().success();
     assert_eq!(d.json(&["sgxinfo"]), empty);

@@ -216,6 +216,45 @@ pub fn list(client: &Client, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `vsgx info DOM [--sgx]`: the domain, its memory map and vEPC sections (with `--sgx`, its EPC
+/// page counts too).
+pub fn info(client: &Client, dom: &str, sgx: bool, json: bool) -> anyhow::Result<ExitCode> {
+    let (_, mut v) = client.request("GET", &format!("/v1/domains/{}", url_segment(dom)), None)?;
+    if sgx {
+        let (_, list) = client.request("GET", &format!("/v1/sgx/domains/{}", url_segment(dom)), None)?;
+        v["sgx"] = list.get(0).cloned().unwrap_or(Value::Null);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "domain {} (id {}, uuid {}): {} MiB RAM, {} vCPUs, {} of vEPC",
+        v["name"].as_str().unwrap_or("?"),
+        u(&v, "domid"),
+        v["uuid"].as_str().unwrap_or("?"),
+        u(&v, "memory_mib"),
+        u(&v, "vcpus"),
+        mib_pages(u(&v, "epc_bytes"))
+    );
+    println!("{:<18}  {:<18}  {:>10}  type", "base", "end", "size");
+    for r in v["memory_map"].as_array().into_iter().flatten() {
+        let (base, size) = (u(r, "base"), u(r, "size"));
+        println!("{base:#018x}  {:#018x}  {:>6} MiB  {}", base + size, size / MIB, r["type"].as_str().unwrap_or("?"));
+    }
+    if sgx {
+        let e = &v["sgx"];
+        println!(
+            "EPC policy {}: {} resident, {} evicted, {} ballooned pages",
+            e["policy"].as_str().unwrap_or("?"),
+            u(e, "resident_pages"),
+            u(e, "evicted_pages"),
+            u(e, "ballooned_pages")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `vsgx create CFG` (not a dry run): the daemon parses and creates.
 pub fn create(client: &Client, config: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(config)
