@@ -236,3 +236,101 @@ fn domains_come_back_after_a_restart_with_their_names_ids_and_layout() {
         third.json(&["list"]).as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap().to_owned()).collect();
     assert_eq!(names, ["web", "other"]);
 }
+
+/// The OpenAPI document, checked against what the server really answers.
+fn openapi() -> Value {
+    serde_json::from_str(include_str!("../../../docs/api/vsgxd.openapi.json")).expect("the OpenAPI document is JSON")
+}
+
+/// Checks `v` against `schema`, for the JSON Schema subset the document uses ($ref, type,
+/// required, properties, items, enum). Objects may not carry properties the schema does not name.
+fn conforms(doc: &Value, schema: &Value, v: &Value, at: &str) -> Result<(), String> {
+    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+        let target = r.trim_start_matches("#/").split('/').fold(doc, |node, key| &node[key]);
+        assert!(!target.is_null(), "dangling $ref {r}");
+        return conforms(doc, target, v, at);
+    }
+    let ty = schema.get("type").and_then(Value::as_str).unwrap_or("any");
+    let ok = match ty {
+        "object" => v.is_object(),
+        "array" => v.is_array(),
+        "integer" => v.is_u64() || v.is_i64(),
+        "string" => v.is_string(),
+        "boolean" => v.is_boolean(),
+        _ => true,
+    };
+    if !ok {
+        return Err(format!("{at}: expected {ty}, found {v}"));
+    }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+        && !allowed.contains(v)
+    {
+        return Err(format!("{at}: {v} is not one of {allowed:?}"));
+    }
+    for key in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+        let key = key.as_str().unwrap();
+        if v.get(key).is_none() {
+            return Err(format!("{at}: missing required `{key}`"));
+        }
+    }
+    if let (Some(props), Some(obj)) = (schema.get("properties").and_then(Value::as_object), v.as_object()) {
+        for (key, value) in obj {
+            let Some(s) = props.get(key) else { return Err(format!("{at}: `{key}` is not in the document")) };
+            conforms(doc, s, value, &format!("{at}.{key}"))?;
+        }
+    }
+    if let (Some(items), Some(array)) = (schema.get("items"), v.as_array()) {
+        for (i, item) in array.iter().enumerate() {
+            conforms(doc, items, item, &format!("{at}[{i}]"))?;
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn every_answer_matches_the_openapi_document() {
+    let doc = openapi();
+    let d = Daemon::start("32@0,32@1");
+    let web = r#"{"config": "name = 'web'\nvcpus = 2\nepc_sections = [ 'size=8,node=0', 'size=4,node=1' ]\nvif = [ '' ]", "file_name": "web.cfg"}"#;
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let delete = |path: &str| format!("DELETE {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    // (template in the document, method, request, expected status)
+    let cases = [
+        ("/v1/host", "get", get("/v1/host"), 200),
+        ("/v1/domains", "post", post("/v1/domains", web), 201),
+        ("/v1/domains", "post", post("/v1/domains", web), 409),
+        ("/v1/domains", "post", post("/v1/domains", "[1]"), 400),
+        ("/v1/domains", "post", post("/v1/domains", r#"{"config": "name = 'big'\nepc = 60"}"#), 507),
+        ("/v1/domains", "get", get("/v1/domains"), 200),
+        ("/v1/domains/{dom}", "get", get("/v1/domains/web"), 200),
+        ("/v1/domains/{dom}", "get", get("/v1/domains/nope"), 404),
+        ("/v1/sgx/domains", "get", get("/v1/sgx/domains"), 200),
+        ("/v1/sgx/domains/{dom}", "get", get("/v1/sgx/domains/1"), 200),
+        ("/v1/sgx/domains/{dom}", "get", get("/v1/sgx/domains/9"), 404),
+        ("/metrics", "get", get("/metrics"), 200),
+        ("/v1/domains/{dom}", "delete", delete("/v1/domains/web"), 204),
+        ("/v1/domains/{dom}", "delete", delete("/v1/domains/web"), 404),
+    ];
+    for (template, method, request, expected) in cases {
+        let (status, body) = d.raw(&request);
+        assert_eq!(status, expected, "{method} {template}: {body}");
+        let declared = &doc["paths"][template][method]["responses"][status.to_string()];
+        assert!(!declared.is_null(), "{method} {template} answers {status}, which the document does not declare");
+        let declared = match declared.get("$ref").and_then(Value::as_str) {
+            Some(r) => r.trim_start_matches("#/").split('/').fold(&doc, |node, key| &node[key]),
+            None => declared,
+        };
+        match (declared["content"].get("application/json"), declared["content"].get("text/plain")) {
+            (Some(json_content), _) => {
+                let value: Value =
+                    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{method} {template}: {e}: {body}"));
+                conforms(&doc, &json_content["schema"], &value, &format!("{method} {template} {status}"))
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+            (None, Some(_)) => assert!(body.contains("# TYPE"), "{body}"),
+            (None, None) => {
+                assert!(body.is_empty(), "{method} {template} {status} has no body in the document: {body}")
+            }
+        }
+    }
+}

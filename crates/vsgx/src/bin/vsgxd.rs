@@ -1,5 +1,5 @@
 //! `vsgxd`: the host daemon. It owns one host (platform, EPC manager, domains) and serves the
-//! HTTP/JSON API of `docs/api/vsgxd.openapi.yaml` on a Unix socket created with mode 0600.
+//! HTTP/JSON API of `docs/api/vsgxd.openapi.json` on a Unix socket created with mode 0600.
 //!
 //! State lives in `STATE_DIR/vsgxd.redb` (redb, transactional): the host identity (the seed its
 //! platform's fused secrets derive from, so data sealed before a restart unseals after it) and the
@@ -364,7 +364,7 @@ async fn metrics(State(state): State<Shared>) -> Response {
 }
 
 async fn not_found() -> ApiError {
-    ApiError(StatusCode::NOT_FOUND, "no such endpoint (see docs/api/vsgxd.openapi.yaml)".into())
+    ApiError(StatusCode::NOT_FOUND, "no such endpoint (see docs/api/vsgxd.openapi.json)".into())
 }
 
 fn router(state: Shared) -> Router {
