@@ -64,9 +64,12 @@ impl Daemon {
     /// One raw HTTP request; the status and body.
     fn raw(&self, request: &str) -> (u16, String) {
         let mut s = UnixStream::connect(&self.socket).unwrap();
-        s.write_all(request.as_bytes()).unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
+        // The server may answer (413) and close before reading a whole oversized body: a failed
+        // write is not the test's business, the answer is.
+        let _ = s.write_all(request.as_bytes());
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        let out = String::from_utf8_lossy(&out).into_owned();
         let status = out.split(' ').nth(1).unwrap().parse().unwrap();
         let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
         (status, body)
@@ -148,6 +151,11 @@ fn malformed_requests_get_4xx_with_a_message_and_the_daemon_keeps_serving() {
         ("GET /v1/domains/nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_owned(), 404, "no domain"),
         ("DELETE /v1/domains/7 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_owned(), 404, "no domain"),
         ("GET /v2/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_owned(), 404, "no such endpoint"),
+        (
+            "PUT /v1/host HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned(),
+            405,
+            "method",
+        ),
     ];
     for (request, status, message) in cases {
         let (got, body) = d.raw(&request);

@@ -277,7 +277,11 @@ async fn list(State(state): State<Shared>) -> ApiResult {
     json(StatusCode::OK, &daemon.host.guests().map(DomainView::of).collect::<Vec<_>>())
 }
 
-async fn create(State(state): State<Shared>, body: Bytes) -> ApiResult {
+async fn create(
+    State(state): State<Shared>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> ApiResult {
+    let body = body.map_err(|e| ApiError(e.status(), format!("request body: {}", e.body_text())))?;
     let request: CreateRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("request body: {e}")))?;
     let file = request.file_name.unwrap_or_else(|| "config".into());
@@ -367,6 +371,16 @@ async fn not_found() -> ApiError {
     ApiError(StatusCode::NOT_FOUND, "no such endpoint (see docs/api/vsgxd.openapi.json)".into())
 }
 
+async fn method_not_allowed() -> ApiError {
+    ApiError(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this endpoint does not take that method (see docs/api/vsgxd.openapi.json)".into(),
+    )
+}
+
+/// Largest request body (a config, or later an enclave image in base64): 64 MiB.
+const MAX_BODY: usize = 64 << 20;
+
 fn router(state: Shared) -> Router {
     Router::new()
         .route("/v1/host", get(host_info))
@@ -376,6 +390,8 @@ fn router(state: Shared) -> Router {
         .route("/v1/sgx/domains/{dom}", get(sgxlist_one))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
