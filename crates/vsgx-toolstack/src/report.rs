@@ -2,12 +2,47 @@
 //! field names the CLI promises. Built from the platform's CPUID and one [`EpcStats`] snapshot, so
 //! every figure in one report comes from the same instant.
 
+use std::path::{Path, PathBuf};
+
 use serde::Serialize;
 use vsgx_hv::domain::DomainSpec;
 use vsgx_hv::epc::{DomainEpc, DomainId, EpcStats};
+use vsgx_hv::policy::VepcSection;
 use vsgx_isa::cpuid::CpuidResult;
 
 use crate::config::EpcPolicy;
+use crate::layout::MemoryRegion;
+
+/// Where `vsgxd` listens and the CLI connects unless told otherwise: `$VSGX_SOCKET`, else
+/// `$XDG_RUNTIME_DIR/vsgxd.sock`, else `/run/vsgxd.sock`.
+pub fn default_socket() -> PathBuf {
+    if let Some(p) = std::env::var_os("VSGX_SOCKET") {
+        return PathBuf::from(p);
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) => Path::new(&dir).join("vsgxd.sock"),
+        None => PathBuf::from("/run/vsgxd.sock"),
+    }
+}
+
+/// One memory map entry as reported: `{"base", "size", "type"}` with type `ram`, `mmio` or
+/// `reserved`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RegionInfo {
+    /// Guest-physical base.
+    pub base: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// `ram`, `mmio` or `reserved`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+}
+
+impl From<&MemoryRegion> for RegionInfo {
+    fn from(r: &MemoryRegion) -> Self {
+        Self { base: r.base, size: r.size, kind: r.kind.as_str() }
+    }
+}
 
 const PAGE: u64 = 4096;
 
@@ -20,6 +55,12 @@ pub struct SectionInfo {
     pub size: u64,
     /// NUMA node.
     pub node: u32,
+}
+
+impl From<&VepcSection> for SectionInfo {
+    fn from(s: &VepcSection) -> Self {
+        Self { base: s.gpa, size: s.size, node: s.node }
+    }
 }
 
 /// `vsgx sgxinfo`: the host's SGX features and its EPC.
@@ -105,7 +146,7 @@ impl SgxListEntry {
             domid: id.0,
             epc_bytes: spec.epc.iter().map(|s| s.size).sum(),
             policy: policy.as_str(),
-            sections: spec.epc.iter().map(|s| SectionInfo { base: s.gpa, size: s.size, node: s.node }).collect(),
+            sections: spec.epc.iter().map(SectionInfo::from).collect(),
             resident_pages: resident,
             evicted_pages: evicted,
             ballooned_pages: ballooned,

@@ -25,7 +25,7 @@ use vsgx_hv::domain::DomainError;
 use vsgx_hw::config::{EpcSection, PlatformConfig};
 use vsgx_hw::platform::Platform;
 use vsgx_toolstack::lifecycle::{Guest, Host, HostError};
-use vsgx_toolstack::report::SectionInfo;
+use vsgx_toolstack::report::{RegionInfo, SectionInfo};
 
 /// vsgxd: the vsgx host daemon (one SGX platform, its hypervisor and domains).
 #[derive(Debug, Parser)]
@@ -133,17 +133,6 @@ struct Daemon {
     store: Store,
 }
 
-/// The default socket path, shared with the CLI.
-fn default_socket() -> PathBuf {
-    if let Some(p) = std::env::var_os("VSGX_SOCKET") {
-        return PathBuf::from(p);
-    }
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(dir) => Path::new(&dir).join("vsgxd.sock"),
-        None => PathBuf::from("/run/vsgxd.sock"),
-    }
-}
-
 /// `128@0,128@1` → EPC sections.
 fn parse_epc(spec: &str) -> anyhow::Result<Vec<EpcSection>> {
     spec.split(',')
@@ -212,14 +201,6 @@ fn lock(state: &Shared) -> std::sync::MutexGuard<'_, Daemon> {
     state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-#[derive(Serialize)]
-struct Region {
-    base: u64,
-    size: u64,
-    #[serde(rename = "type")]
-    kind: &'static str,
-}
-
 /// The `Domain` object of the API.
 #[derive(Serialize)]
 struct DomainView {
@@ -229,7 +210,7 @@ struct DomainView {
     memory_mib: u64,
     vcpus: u32,
     epc_bytes: u64,
-    memory_map: Vec<Region>,
+    memory_map: Vec<RegionInfo>,
     epc_sections: Vec<SectionInfo>,
     warnings: Vec<String>,
 }
@@ -243,18 +224,8 @@ impl DomainView {
             memory_mib: g.config.memory_mib,
             vcpus: g.config.vcpus,
             epc_bytes: g.layout.epc_sections.iter().map(|s| s.size).sum(),
-            memory_map: g
-                .layout
-                .memory_map
-                .iter()
-                .map(|r| Region { base: r.base, size: r.size, kind: r.kind.as_str() })
-                .collect(),
-            epc_sections: g
-                .layout
-                .epc_sections
-                .iter()
-                .map(|s| SectionInfo { base: s.gpa, size: s.size, node: s.node })
-                .collect(),
+            memory_map: g.layout.memory_map.iter().map(RegionInfo::from).collect(),
+            epc_sections: g.layout.epc_sections.iter().map(SectionInfo::from).collect(),
             warnings: g.warnings.iter().map(ToString::to_string).collect(),
         }
     }
@@ -426,7 +397,7 @@ async fn shutdown_signal() {
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    let socket = args.socket.clone().unwrap_or_else(default_socket);
+    let socket = args.socket.clone().unwrap_or_else(vsgx_toolstack::report::default_socket);
     let state_dir = args.state_dir.clone().unwrap_or_else(|| {
         std::env::var_os("VSGX_STATE_DIR").map_or_else(|| PathBuf::from("/var/lib/vsgx"), PathBuf::from)
     });

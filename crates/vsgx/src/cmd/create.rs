@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use vsgx_toolstack::config::{GuestConfig, Parsed};
 use vsgx_toolstack::host::HostInfo;
+use vsgx_toolstack::report::{RegionInfo, SectionInfo};
 
 /// Arguments of `vsgx create`.
 #[derive(Debug, clap::Args)]
@@ -30,21 +31,6 @@ pub struct CreateArgs {
 const MIB: u64 = 1 << 20;
 
 #[derive(Serialize)]
-struct Region {
-    base: u64,
-    size: u64,
-    #[serde(rename = "type")]
-    kind: &'static str,
-}
-
-#[derive(Serialize)]
-struct Section {
-    base: u64,
-    size: u64,
-    node: u32,
-}
-
-#[derive(Serialize)]
 struct Cpuid {
     leaf: u32,
     subleaf: u32,
@@ -57,8 +43,8 @@ struct Cpuid {
 #[derive(Serialize)]
 struct DryRun {
     name: String,
-    memory_map: Vec<Region>,
-    epc_sections: Vec<Section>,
+    memory_map: Vec<RegionInfo>,
+    epc_sections: Vec<SectionInfo>,
     cpuid: Vec<Cpuid>,
     warnings: Vec<String>,
 }
@@ -85,12 +71,8 @@ pub fn create(args: &CreateArgs, client: &super::host::Client) -> anyhow::Result
     layout.check_agreement().map_err(|e| anyhow::anyhow!("internal error: the layout disagrees with itself: {e}"))?;
     let report = DryRun {
         name: config.name.clone(),
-        memory_map: layout
-            .memory_map
-            .iter()
-            .map(|r| Region { base: r.base, size: r.size, kind: r.kind.as_str() })
-            .collect(),
-        epc_sections: layout.epc_sections.iter().map(|s| Section { base: s.gpa, size: s.size, node: s.node }).collect(),
+        memory_map: layout.memory_map.iter().map(RegionInfo::from).collect(),
+        epc_sections: layout.epc_sections.iter().map(SectionInfo::from).collect(),
         cpuid: layout
             .cpuid
             .iter()

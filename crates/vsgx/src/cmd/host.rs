@@ -9,19 +9,10 @@ use std::process::ExitCode;
 use anyhow::{Context, anyhow, bail};
 use serde_json::Value;
 
-/// The socket: `--socket`, else `$VSGX_SOCKET`, else `$XDG_RUNTIME_DIR/vsgxd.sock`, else
-/// `/run/vsgxd.sock` (the daemon's own default).
+/// The socket: `--socket`, else the daemon's own default
+/// ([`vsgx_toolstack::report::default_socket`]).
 pub fn socket_path(arg: Option<&Path>) -> PathBuf {
-    if let Some(p) = arg {
-        return p.to_path_buf();
-    }
-    if let Some(p) = std::env::var_os("VSGX_SOCKET") {
-        return PathBuf::from(p);
-    }
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(dir) => Path::new(&dir).join("vsgxd.sock"),
-        None => PathBuf::from("/run/vsgxd.sock"),
-    }
+    arg.map_or_else(vsgx_toolstack::report::default_socket, Path::to_path_buf)
 }
 
 /// A vsgxd on a socket.
