@@ -16,6 +16,12 @@
 //! The memory map lists RAM as `ram`, the hole as `mmio` and each vEPC section as `reserved`, sorted
 //! by address; CPUID 0x12 sub-leaf `2 + i` and ACPI resource `i` describe `epc_sections[i]`, in
 //! config order.
+//!
+//! The guest agent's mailbox ([`GuestLayout::agent_mailbox`], [`AGENT_MAILBOX_SIZE`]) is the first
+//! 2 MiB of the MMIO hole: device memory shared by host and guest, like a shared-memory BAR. It is
+//! backed by the domain's memory (it is in [`DomainSpec::ram`]) but is not RAM the guest allocates
+//! from, so the memory map keeps showing the whole hole as `mmio`. The hole is at least 256 MiB
+//! (xl's lower bound), so the mailbox always fits.
 
 use std::fmt;
 
@@ -35,6 +41,10 @@ pub const EPC_ACPI_STR: &str = "Enclave Page Cache 1.0";
 
 const MIB: u64 = 1 << 20;
 const PAGE: u64 = 4096;
+
+/// Size of the guest agent's mailbox region: 2 MiB, room for the agent's header page and 1 MiB
+/// payload area with the rest reserved for later protocol versions.
+pub const AGENT_MAILBOX_SIZE: u64 = 2 * MIB;
 
 /// Type of a memory-map entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -147,6 +157,8 @@ pub struct GuestLayout {
     pub cpuid: Vec<CpuidEntry>,
     /// The ACPI EPC device.
     pub acpi_epc: AcpiEpcDevice,
+    /// The guest agent's mailbox: `(base, size)`, inside the MMIO hole, backed by domain memory.
+    pub agent_mailbox: (u64, u64),
     /// The CPUID policy the hypervisor will derive for this domain (the source of `cpuid`).
     pub cpuid_policy: CpuidPolicy,
     /// What `vsgx-hv` creates the domain from.
@@ -194,10 +206,17 @@ impl GuestLayout {
         if self.domain.epc != self.epc_sections || self.cpuid_policy.sections != self.epc_sections {
             return Err("the domain spec's vEPC differs from the layout".into());
         }
-        let ram: Vec<(u64, u64)> =
+        let mut ram: Vec<(u64, u64)> =
             self.memory_map.iter().filter(|r| r.kind == MemoryType::Ram).map(|r| (r.base, r.size)).collect();
+        ram.push(self.agent_mailbox);
+        ram.sort_unstable();
         if ram != self.domain.ram {
-            return Err("the domain spec's RAM differs from the memory map".into());
+            return Err("the domain spec's memory differs from the memory map's RAM plus the agent mailbox".into());
+        }
+        let (mailbox, size) = self.agent_mailbox;
+        if !self.memory_map.iter().any(|r| r.kind == MemoryType::Mmio && r.base <= mailbox && mailbox + size <= r.end())
+        {
+            return Err(format!("the agent mailbox [{mailbox:#x}, +{size:#x}) is not inside the MMIO hole"));
         }
         for pair in self.memory_map.windows(2) {
             if pair[0].end() > pair[1].base {
@@ -414,17 +433,25 @@ pub fn layout(config: &GuestConfig, host: &HostInfo) -> Result<GuestLayout, Layo
         description: EPC_ACPI_STR,
         resources: epc_sections.iter().map(|s| AcpiMemoryResource { base: s.gpa, length: s.size }).collect(),
     };
+    // xl's smallest hole is 256 MiB; a hole too small for the mailbox is refused like a misfit hole.
+    if hole < AGENT_MAILBOX_SIZE {
+        return Err(LayoutError::Hole { mib: config.mmio_hole_mib });
+    }
+    let agent_mailbox = (hole_start, AGENT_MAILBOX_SIZE);
+    let mut memory = ram;
+    memory.push(agent_mailbox);
+    memory.sort_unstable();
     let domain = DomainSpec {
         name: config.name.clone(),
         uuid: config.uuid.0,
         vcpus: config.vcpus,
-        ram,
+        ram: memory,
         epc: epc_sections.clone(),
         features: SgxFeatures::default(),
         launch: config.launch_control(),
         provision: config.provision,
     };
-    let layout = GuestLayout { memory_map, epc_sections, cpuid, acpi_epc, cpuid_policy: policy, domain };
+    let layout = GuestLayout { memory_map, epc_sections, cpuid, acpi_epc, agent_mailbox, cpuid_policy: policy, domain };
     debug_assert_eq!(layout.check_agreement(), Ok(()));
     Ok(layout)
 }
@@ -473,7 +500,8 @@ mod tests {
         assert_eq!(l.cpuid.len(), 4, "sub-leaves 0, 1, 2 and the terminator");
         assert_eq!(l.acpi_epc.hid, "INT0E0C");
         assert_eq!(l.acpi_epc.resources, vec![AcpiMemoryResource { base: 0x1_0000_0000, length: 64 * MIB }]);
-        assert_eq!(l.domain.ram, vec![(0, 128 * MIB)]);
+        assert_eq!(l.agent_mailbox, (0xF000_0000, 2 * MIB), "the mailbox opens the MMIO hole");
+        assert_eq!(l.domain.ram, vec![(0, 128 * MIB), (0xF000_0000, AGENT_MAILBOX_SIZE)]);
         assert_eq!(l.check_agreement(), Ok(()));
     }
 
@@ -490,24 +518,27 @@ mod tests {
             ]
         );
         assert_eq!(l.epc_sections[0].gpa, 0x2_1000_0000);
-        assert_eq!(l.domain.ram, vec![(0, 0xF000_0000), (0x1_0000_0000, 0x1_1000_0000)]);
+        assert_eq!(
+            l.domain.ram,
+            vec![(0, 0xF000_0000), (0xF000_0000, AGENT_MAILBOX_SIZE), (0x1_0000_0000, 0x1_1000_0000)]
+        );
         assert_eq!(l.check_agreement(), Ok(()));
     }
 
     #[test]
     fn ram_that_exactly_fills_the_space_below_the_hole_keeps_the_epc_at_4_gib() {
         let l = lay("name = \"g\"\nmemory = 3840\nepc = 8\n");
-        assert_eq!(l.domain.ram, vec![(0, 3840 * MIB)]);
+        assert_eq!(l.domain.ram, vec![(0, 3840 * MIB), (0xF000_0000, AGENT_MAILBOX_SIZE)]);
         assert_eq!(l.epc_sections[0].gpa, FOUR_GIB);
         let l = lay("name = \"g\"\nmemory = 3841\nepc = 8\n");
-        assert_eq!(l.domain.ram, vec![(0, 3840 * MIB), (FOUR_GIB, MIB)]);
+        assert_eq!(l.domain.ram, vec![(0, 3840 * MIB), (0xF000_0000, AGENT_MAILBOX_SIZE), (FOUR_GIB, MIB)]);
         assert_eq!(l.epc_sections[0].gpa, FOUR_GIB + MIB);
     }
 
     #[test]
     fn a_bigger_hole_moves_more_ram_above_4_gib() {
         let l = lay("name = \"g\"\nmemory = 4096\nmmio_hole = 1024\nepc = 16\n");
-        assert_eq!(l.domain.ram, vec![(0, 3 * GIB), (FOUR_GIB, GIB)]);
+        assert_eq!(l.domain.ram, vec![(0, 3 * GIB), (3 * GIB, AGENT_MAILBOX_SIZE), (FOUR_GIB, GIB)]);
         assert!(l.memory_map.contains(&region(3 * GIB, GIB, MemoryType::Mmio)));
         assert_eq!(l.epc_sections[0].gpa, 5 * GIB);
     }
@@ -650,9 +681,12 @@ mod tests {
         let mut l = good.clone();
         l.domain.epc[0].size = MIB;
         assert!(l.check_agreement().is_err_and(|e| e.contains("domain spec")));
-        let mut l = good;
+        let mut l = good.clone();
         l.domain.ram.pop();
         assert!(l.check_agreement().is_err_and(|e| e.contains("RAM")));
+        let mut l = good;
+        l.agent_mailbox.0 = 0;
+        assert!(l.check_agreement().is_err());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `vsgx`: the vsgx command-line tool.
 //!
-//! Today it carries the offline enclave tools (`enclave measure|keygen|sign`, `sigstruct show`);
-//! the host toolstack verbs of DESIGN §7.4 join it as their layers land.
+//! The host verbs of DESIGN §7.4 talk to `vsgxd` over its socket (`create`, `destroy`, `list`,
+//! `info`, `sgxinfo`, `sgxlist`, `enclave load|call|list|destroy`); the offline enclave tools
+//! (`enclave build|sign|measure|keygen|run|verify-launch`, `sigstruct show`) and `bench` need none.
 
 mod cmd;
 mod date;
@@ -25,7 +26,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Offline enclave tools: measure, generate signing keys, sign.
+    /// Enclaves: load, call, list and destroy them inside a guest (through vsgxd); build, sign,
+    /// measure and run them offline.
     #[command(subcommand)]
     Enclave(EnclaveCommand),
     /// Inspect SIGSTRUCT files.
@@ -88,6 +90,26 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum EnclaveCommand {
+    /// Load and initialize an enclave inside a guest (its driver runs ECREATE, EADD/EEXTEND,
+    /// EINIT); prints the enclave's id in the guest.
+    Load(cmd::guest::LoadArgs),
+    /// Call an ECALL of an enclave inside a guest; prints exactly the enclave's output bytes.
+    Call(cmd::guest::CallArgs),
+    /// List the enclaves inside a guest.
+    List {
+        /// The guest (name or id).
+        dom: String,
+        /// Print JSON: enclave_id, mrenclave, mrsigner, ecalls, state, epc_pages.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Destroy an enclave inside a guest; its EPC pages return to the guest.
+    Destroy {
+        /// The guest (name or id).
+        dom: String,
+        /// The enclave's id in the guest.
+        enclave: u32,
+    },
     /// Compute MRENCLAVE of an SGXS stream (validating it as a loader would).
     Measure {
         /// The enclave's SGXS measurement stream.
@@ -146,6 +168,10 @@ fn main() -> ExitCode {
     let socket = cli.socket.clone();
     let client = || cmd::host::Client::new(cmd::host::socket_path(socket.as_deref()));
     let result = match cli.command {
+        Command::Enclave(EnclaveCommand::Load(args)) => cmd::guest::load(&client(), &args),
+        Command::Enclave(EnclaveCommand::Call(args)) => cmd::guest::call(&client(), &args),
+        Command::Enclave(EnclaveCommand::List { dom, json }) => cmd::guest::list(&client(), &dom, json),
+        Command::Enclave(EnclaveCommand::Destroy { dom, enclave }) => cmd::guest::destroy(&client(), &dom, enclave),
         Command::Enclave(EnclaveCommand::Measure { file, json }) => cmd::enclave::measure(&file, json),
         Command::Enclave(EnclaveCommand::Keygen { output, force }) => cmd::enclave::keygen(&output, force),
         Command::Enclave(EnclaveCommand::Sign(args)) => cmd::enclave::sign(&args),

@@ -1,95 +1,18 @@
 //! `vsgxd` and the CLI verbs that talk to it, end to end: a daemon per test on a private socket.
 
-use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command as StdCommand};
-use std::time::Duration;
+mod common;
 
-use assert_cmd::Command;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command as StdCommand;
+
 use assert_cmd::cargo::cargo_bin;
+use base64::Engine;
+use common::{Daemon, example, post};
 use predicates::str::contains;
 use serde_json::{Value, json};
 
 const MIB: u64 = 1 << 20;
-
-/// A vsgxd in a temp dir, killed on drop.
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-    dir: PathBuf,
-    _owned: Option<tempfile::TempDir>,
-}
-
-impl Daemon {
-    fn start(epc: &str) -> Self {
-        let owned = tempfile::tempdir().unwrap();
-        let mut d = Self::start_in(owned.path(), epc);
-        d._owned = Some(owned);
-        d
-    }
-
-    /// A daemon whose socket and state directory are in `dir`.
-    fn start_in(dir: &Path, epc: &str) -> Self {
-        let socket = dir.join("vsgxd.sock");
-        let state = dir.join("state");
-        let child = StdCommand::new(cargo_bin("vsgxd"))
-            .args(["--socket", socket.to_str().unwrap(), "--epc", epc, "--state-dir", state.to_str().unwrap()])
-            .spawn()
-            .unwrap();
-        let mut daemon = Self { child, socket, dir: dir.to_path_buf(), _owned: None };
-        // Readiness, not timing: wait until the socket accepts (or the daemon died).
-        for _ in 0..1000 {
-            if UnixStream::connect(&daemon.socket).is_ok() {
-                return daemon;
-            }
-            assert!(daemon.child.try_wait().unwrap().is_none(), "vsgxd exited early");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("vsgxd did not start listening");
-    }
-
-    fn vsgx(&self) -> Command {
-        let mut c = Command::cargo_bin("vsgx").unwrap();
-        c.args(["--socket", self.socket.to_str().unwrap()]);
-        c
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let out = self.vsgx().args(args).arg("--json").assert().success();
-        serde_json::from_slice(&out.get_output().stdout).unwrap()
-    }
-
-    /// One raw HTTP request; the status and body.
-    fn raw(&self, request: &str) -> (u16, String) {
-        let mut s = UnixStream::connect(&self.socket).unwrap();
-        // The server may answer (413) and close before reading a whole oversized body: a failed
-        // write is not the test's business, the answer is.
-        let _ = s.write_all(request.as_bytes());
-        let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out);
-        let out = String::from_utf8_lossy(&out).into_owned();
-        let status = out.split(' ').nth(1).unwrap().parse().unwrap();
-        let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
-        (status, body)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn example(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/guests").join(name).to_str().unwrap().to_owned()
-}
-
-fn post(path: &str, body: &str) -> String {
-    format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
-}
 
 #[test]
 fn guests_take_epc_until_it_runs_out_and_destroy_returns_every_page() {
@@ -245,6 +168,20 @@ fn domains_come_back_after_a_restart_with_their_names_ids_and_layout() {
     assert_eq!(names, ["web", "other"]);
 }
 
+/// The hello example enclave, built and signed with the test key into `dir`: (SGXS, SIGSTRUCT).
+fn hello_image(dir: &Path) -> (Vec<u8>, Vec<u8>) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = dir.join("hello");
+    assert_cmd::Command::cargo_bin("vsgx")
+        .unwrap()
+        .args(["enclave", "build", root.join("examples/enclaves/hello.wat").to_str().unwrap()])
+        .args(["--key", root.join("crates/vsgx-isa/tests/data/test-key.pem").to_str().unwrap()])
+        .args(["-o", out.to_str().unwrap()])
+        .assert()
+        .success();
+    (std::fs::read(out.with_extension("sgxs")).unwrap(), std::fs::read(out.with_extension("sig")).unwrap())
+}
+
 /// The OpenAPI document, checked against what the server really answers.
 fn openapi() -> Value {
     serde_json::from_str(include_str!("../../../docs/api/vsgxd.openapi.json")).expect("the OpenAPI document is JSON")
@@ -302,6 +239,13 @@ fn every_answer_matches_the_openapi_document() {
     let web = r#"{"config": "name = 'web'\nvcpus = 2\nepc_sections = [ 'size=8,node=0', 'size=4,node=1' ]\nvif = [ '' ]", "file_name": "web.cfg"}"#;
     let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     let delete = |path: &str| format!("DELETE {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let (sgxs, sig) = hello_image(&d.dir);
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let load = json!({ "sgxs": b64(&sgxs), "sigstruct": b64(&sig) }).to_string();
+    let bad_sig = json!({ "sgxs": b64(&sgxs), "sigstruct": b64(&sig[..1000]) }).to_string();
+    const ENCLAVES: &str = "/v1/domains/{dom}/enclaves";
+    const ENCLAVE: &str = "/v1/domains/{dom}/enclaves/{enclave}";
+    const CALL: &str = "/v1/domains/{dom}/enclaves/{enclave}/call";
     // (template in the document, method, request, expected status)
     let cases = [
         ("/v1/host", "get", get("/v1/host"), 200),
@@ -316,6 +260,28 @@ fn every_answer_matches_the_openapi_document() {
         ("/v1/sgx/domains/{dom}", "get", get("/v1/sgx/domains/1"), 200),
         ("/v1/sgx/domains/{dom}", "get", get("/v1/sgx/domains/9"), 404),
         ("/metrics", "get", get("/metrics"), 200),
+        ("/v1/domains", "post", post("/v1/domains", r#"{"config": "name = 'plain'"}"#), 201),
+        (ENCLAVES, "post", post("/v1/domains/web/enclaves", &load), 201),
+        (ENCLAVES, "post", post("/v1/domains/web/enclaves", r#"{"sgxs": "!", "sigstruct": ""}"#), 400),
+        (ENCLAVES, "post", post("/v1/domains/web/enclaves", &bad_sig), 422),
+        (ENCLAVES, "post", post("/v1/domains/plain/enclaves", &load), 409),
+        (ENCLAVES, "post", post("/v1/domains/nope/enclaves", &load), 404),
+        (ENCLAVES, "get", get("/v1/domains/web/enclaves"), 200),
+        (ENCLAVE, "get", get("/v1/domains/web/enclaves/1"), 200),
+        (ENCLAVE, "get", get("/v1/domains/web/enclaves/x"), 400),
+        (ENCLAVE, "get", get("/v1/domains/web/enclaves/9"), 404),
+        (CALL, "post", post("/v1/domains/web/enclaves/1/call", r#"{"ecall": "hello", "input": "d29ybGQ="}"#), 200),
+        (CALL, "post", post("/v1/domains/web/enclaves/1/call", r#"{"ecall": "nope"}"#), 404),
+        (CALL, "post", post("/v1/domains/web/enclaves/1/call", r#"{"ecall": "hello", "output_capacity": -1}"#), 400),
+        (
+            CALL,
+            "post",
+            post("/v1/domains/web/enclaves/1/call", r#"{"ecall": "hello", "output_capacity": 2000000}"#),
+            400,
+        ),
+        (CALL, "post", post("/v1/domains/web/enclaves/2/call", r#"{"ecall": "hello"}"#), 404),
+        (ENCLAVE, "delete", delete("/v1/domains/web/enclaves/1"), 200),
+        (ENCLAVE, "delete", delete("/v1/domains/web/enclaves/1"), 404),
         ("/v1/domains/{dom}", "delete", delete("/v1/domains/web"), 204),
         ("/v1/domains/{dom}", "delete", delete("/v1/domains/web"), 404),
     ];

@@ -4,16 +4,19 @@
 use std::path::Path;
 
 /// Each crate and the vsgx crates it may depend on.
-const ALLOWED: [(&str, &[&str]); 6] = [
+const ALLOWED: [(&str, &[&str]); 8] = [
     ("vsgx-isa", &[]),
     ("vsgx-hw", &["vsgx-isa"]),
     ("vsgx-hv", &["vsgx-isa", "vsgx-hw"]),
     ("vsgx-guest", &["vsgx-isa"]),
     ("vsgx-toolstack", &["vsgx-isa", "vsgx-hw", "vsgx-hv"]),
-    ("vsgx", &["vsgx-isa", "vsgx-hw", "vsgx-hv", "vsgx-guest", "vsgx-toolstack"]),
+    ("vsgx-runtime", &["vsgx-isa", "vsgx-hv", "vsgx-guest"]),
+    ("vsgx-daemon", &["vsgx-isa", "vsgx-hw", "vsgx-hv", "vsgx-toolstack", "vsgx-runtime"]),
+    ("vsgx", &["vsgx-isa", "vsgx-hw", "vsgx-hv", "vsgx-guest", "vsgx-toolstack", "vsgx-runtime", "vsgx-daemon"]),
 ];
 
-const ALL: [&str; 6] = ["vsgx-isa", "vsgx-hw", "vsgx-hv", "vsgx-guest", "vsgx-toolstack", "vsgx"];
+const ALL: [&str; 8] =
+    ["vsgx-isa", "vsgx-hw", "vsgx-hv", "vsgx-guest", "vsgx-toolstack", "vsgx-runtime", "vsgx-daemon", "vsgx"];
 
 #[test]
 fn no_crate_depends_on_a_higher_layer() {

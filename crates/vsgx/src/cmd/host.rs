@@ -276,7 +276,7 @@ pub fn destroy(client: &Client, dom: &str) -> anyhow::Result<ExitCode> {
 }
 
 /// Percent-encodes a path segment (names are restricted, but DOM comes from the user).
-fn url_segment(s: &str) -> String {
+pub fn url_segment(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod create;
 pub mod enclave;
+pub mod guest;
 pub mod host;
 pub mod launch;
 pub mod sigstruct;

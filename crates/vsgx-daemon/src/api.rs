@@ -1,0 +1,188 @@
+//! The HTTP/JSON API: routes, the host and domain handlers, JSON errors.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use vsgx_hv::domain::DomainError;
+use vsgx_toolstack::lifecycle::{Guest, HostError};
+use vsgx_toolstack::report::{RegionInfo, SectionInfo};
+
+use crate::store::StoredDomain;
+use crate::{Shared, boot_guest, enclaves, lock, metrics};
+
+/// An API error: status + `{"error": "..."}`.
+pub(crate) struct ApiError(pub(crate) StatusCode, pub(crate) String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<HostError> for ApiError {
+    fn from(e: HostError) -> Self {
+        let status = match &e {
+            HostError::Config(_) => StatusCode::BAD_REQUEST,
+            HostError::NameInUse(_) | HostError::IdInUse(_) => StatusCode::CONFLICT,
+            HostError::NoSuchDomain(_) => StatusCode::NOT_FOUND,
+            HostError::Create { source: DomainError::Epc { .. }, .. } => StatusCode::INSUFFICIENT_STORAGE,
+            HostError::Create { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            HostError::Destroy { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self(status, e.to_string())
+    }
+}
+
+pub(crate) type ApiResult = Result<Response, ApiError>;
+
+pub(crate) fn json<T: Serialize>(status: StatusCode, value: &T) -> ApiResult {
+    Ok((status, axum::Json(value)).into_response())
+}
+
+/// The `Domain` object of the API.
+#[derive(Serialize)]
+struct DomainView {
+    name: String,
+    domid: u32,
+    uuid: String,
+    memory_mib: u64,
+    vcpus: u32,
+    epc_bytes: u64,
+    memory_map: Vec<RegionInfo>,
+    epc_sections: Vec<SectionInfo>,
+    agent_mailbox: MailboxView,
+    warnings: Vec<String>,
+}
+
+/// Where the guest agent's mailbox is (inside the MMIO hole).
+#[derive(Serialize)]
+struct MailboxView {
+    base: u64,
+    size: u64,
+}
+
+impl DomainView {
+    fn of(g: &Guest) -> Self {
+        Self {
+            name: g.config.name.clone(),
+            domid: g.id.0,
+            uuid: g.config.uuid.to_string(),
+            memory_mib: g.config.memory_mib,
+            vcpus: g.config.vcpus,
+            epc_bytes: g.layout.epc_sections.iter().map(|s| s.size).sum(),
+            memory_map: g.layout.memory_map.iter().map(RegionInfo::from).collect(),
+            epc_sections: g.layout.epc_sections.iter().map(SectionInfo::from).collect(),
+            agent_mailbox: MailboxView { base: g.layout.agent_mailbox.0, size: g.layout.agent_mailbox.1 },
+            warnings: g.warnings.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRequest {
+    config: String,
+    #[serde(default)]
+    file_name: Option<String>,
+}
+
+async fn host_info(State(state): State<Shared>) -> ApiResult {
+    json(StatusCode::OK, &lock(&state).host.sgxinfo())
+}
+
+async fn list(State(state): State<Shared>) -> ApiResult {
+    let daemon = lock(&state);
+    json(StatusCode::OK, &daemon.host.guests().map(DomainView::of).collect::<Vec<_>>())
+}
+
+async fn create(
+    State(state): State<Shared>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> ApiResult {
+    let body = body.map_err(|e| ApiError(e.status(), format!("request body: {}", e.body_text())))?;
+    let request: CreateRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("request body: {e}")))?;
+    let file = request.file_name.unwrap_or_else(|| "config".into());
+    let mut daemon = lock(&state);
+    let daemon = &mut *daemon;
+    let guest = daemon.host.create(&file, &request.config)?;
+    let id = guest.id.0;
+    // All or nothing: a domain whose guest does not boot, or that would not come back after a
+    // restart, is not created.
+    let undo = |daemon: &mut crate::Daemon, status, message: String| {
+        let _ = daemon.host.destroy(&id.to_string());
+        ApiError(status, message)
+    };
+    let vm = match boot_guest(guest) {
+        Ok(vm) => vm,
+        Err(e) => return Err(undo(daemon, StatusCode::INTERNAL_SERVER_ERROR, format!("domain {id}: {e}"))),
+    };
+    if let Err(e) = daemon.store.put(id, &StoredDomain { file, config: request.config }) {
+        if let Some(vm) = vm {
+            vm.shutdown();
+        }
+        return Err(undo(daemon, StatusCode::INTERNAL_SERVER_ERROR, format!("state store: {e:#}")));
+    }
+    daemon.vms.extend(vm.map(|vm| (id, vm)));
+    json(StatusCode::CREATED, &DomainView::of(daemon.host.find(&id.to_string())?))
+}
+
+async fn info(State(state): State<Shared>, UrlPath(dom): UrlPath<String>) -> ApiResult {
+    let daemon = lock(&state);
+    json(StatusCode::OK, &DomainView::of(daemon.host.find(&dom)?))
+}
+
+async fn destroy(State(state): State<Shared>, UrlPath(dom): UrlPath<String>) -> ApiResult {
+    let mut daemon = lock(&state);
+    let id = daemon.host.find(&dom)?.id.0;
+    daemon.store.remove(id).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("state store: {e:#}")))?;
+    // The guest's vCPU leaves its enclaves before the domain's EPC goes.
+    if let Some(vm) = daemon.vms.remove(&id) {
+        vm.shutdown();
+    }
+    daemon.host.destroy(&id.to_string())?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn sgxlist(State(state): State<Shared>) -> ApiResult {
+    json(StatusCode::OK, &lock(&state).host.sgxlist(None)?)
+}
+
+async fn sgxlist_one(State(state): State<Shared>, UrlPath(dom): UrlPath<String>) -> ApiResult {
+    json(StatusCode::OK, &lock(&state).host.sgxlist(Some(&dom))?)
+}
+
+async fn not_found() -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, "no such endpoint (see docs/api/vsgxd.openapi.json)".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this endpoint does not take that method (see docs/api/vsgxd.openapi.json)".into(),
+    )
+}
+
+/// Largest request body (a config, or later an enclave image in base64): 64 MiB.
+const MAX_BODY: usize = 64 << 20;
+
+pub(crate) fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/v1/host", get(host_info))
+        .route("/v1/domains", get(list).post(create))
+        .route("/v1/domains/{dom}", get(info).delete(destroy))
+        .route("/v1/domains/{dom}/enclaves", get(enclaves::list).post(enclaves::load))
+        .route("/v1/domains/{dom}/enclaves/{enclave}", get(enclaves::info).delete(enclaves::destroy))
+        .route("/v1/domains/{dom}/enclaves/{enclave}/call", post(enclaves::call))
+        .route("/v1/sgx/domains", get(sgxlist))
+        .route("/v1/sgx/domains/{dom}", get(sgxlist_one))
+        .route("/metrics", get(metrics::metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}

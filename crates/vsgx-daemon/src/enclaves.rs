@@ -1,0 +1,247 @@
+//! Enclaves inside a guest: the API handlers that drive the guest's agent through its mailbox.
+//!
+//! The host lock is held only to find the guest; the request itself runs on tokio's blocking pool
+//! against the guest's [`AgentLink`] (one request at a time per guest), so a long load or ECALL in
+//! one guest leaves the API and the other guests responsive.
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::{Deserialize, Serialize};
+use vsgx_runtime::{AgentError, AgentLink, EnclaveInfo, ListedState, LoadedEnclave, Status};
+
+use crate::api::{ApiError, ApiResult, json};
+use crate::{Shared, lock};
+
+/// Largest output an ECALL may return through the API (the agent's limit).
+const MAX_OUTPUT: u32 = vsgx_runtime::MAX_CALL_OUTPUT;
+
+/// The guest named or numbered `dom`: its name and the host side of its agent.
+fn agent_of(state: &Shared, dom: &str) -> Result<(String, Arc<Mutex<AgentLink>>), ApiError> {
+    let daemon = lock(state);
+    let guest = daemon.host.find(dom)?;
+    let name = &guest.config.name;
+    let vm = daemon.vms.get(&guest.id.0).ok_or_else(|| {
+        if guest.layout.epc_sections.is_empty() {
+            ApiError(
+                StatusCode::CONFLICT,
+                format!("domain {name:?} has no vEPC: enclaves need `epc = MiB` in its config"),
+            )
+        } else {
+            ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("domain {name:?}: its guest is not running"))
+        }
+    })?;
+    Ok((guest.config.name.clone(), vm.agent()))
+}
+
+/// Runs one agent request on the blocking pool.
+async fn with_agent<T: Send + 'static>(
+    name: String,
+    link: Arc<Mutex<AgentLink>>,
+    request: impl FnOnce(&mut AgentLink) -> Result<T, AgentError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut link = link.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        request(&mut link)
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("domain {name:?}: agent request failed: {e}")))?;
+    outcome.map_err(|e| agent_error(&name, e))
+}
+
+/// The HTTP status of a guest's answer.
+fn agent_error(name: &str, e: AgentError) -> ApiError {
+    let status = match &e {
+        AgentError::Refused(f) => match f.status {
+            Status::NO_SUCH_ENCLAVE | Status::NO_SUCH_ECALL => StatusCode::NOT_FOUND,
+            Status::TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+            Status::BAD_IMAGE | Status::EINIT_REFUSED | Status::ENCLAVE_FAULT => StatusCode::UNPROCESSABLE_ENTITY,
+            Status::NO_EPC | Status::NO_MEMORY => StatusCode::INSUFFICIENT_STORAGE,
+            Status::ENCLAVE_LOST => StatusCode::GONE,
+            Status::INTERNAL => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        },
+        AgentError::Down(_) => StatusCode::SERVICE_UNAVAILABLE,
+        AgentError::Protocol(_) => StatusCode::BAD_GATEWAY,
+    };
+    let message = match e {
+        AgentError::Refused(f) => format!("domain {name:?}: {}", f.message),
+        other => format!("domain {name:?}: {other}"),
+    };
+    ApiError(status, message)
+}
+
+/// The request body as JSON of type `T`, or a 4xx naming what is wrong.
+fn body<T: for<'de> Deserialize<'de>>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let body = body.map_err(|e| ApiError(e.status(), format!("request body: {}", e.body_text())))?;
+    serde_json::from_slice(&body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("request body: {e}")))
+}
+
+fn base64_field(field: &str, text: &str) -> Result<Vec<u8>, ApiError> {
+    BASE64
+        .decode(text)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("request body: {field}: not base64: {e}")))
+}
+
+fn enclave_id(text: &str) -> Result<u32, ApiError> {
+    text.parse().map_err(|_| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("enclave id {text:?} is not a number (`vsgx enclave list DOM` shows them)"),
+        )
+    })
+}
+
+/// The `Enclave` object of the API.
+#[derive(Serialize)]
+struct EnclaveView {
+    enclave_id: u32,
+    mrenclave: String,
+    mrsigner: String,
+    ecalls: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epc_pages: Option<u64>,
+}
+
+impl From<LoadedEnclave> for EnclaveView {
+    fn from(e: LoadedEnclave) -> Self {
+        Self {
+            enclave_id: e.enclave,
+            mrenclave: hex::encode(e.mrenclave),
+            mrsigner: hex::encode(e.mrsigner),
+            ecalls: e.ecalls,
+            state: None,
+            epc_pages: None,
+        }
+    }
+}
+
+impl From<EnclaveInfo> for EnclaveView {
+    fn from(e: EnclaveInfo) -> Self {
+        let state = match e.state {
+            ListedState::Ready => "ready",
+            ListedState::Lost => "lost",
+            ListedState::Gone => "gone",
+        };
+        Self {
+            enclave_id: e.enclave,
+            mrenclave: hex::encode(e.mrenclave),
+            mrsigner: hex::encode(e.mrsigner),
+            ecalls: e.ecalls,
+            state: Some(state),
+            epc_pages: Some(e.epc_pages),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoadRequest {
+    sgxs: String,
+    sigstruct: String,
+}
+
+/// `POST /v1/domains/{dom}/enclaves`: load and initialize an enclave in the guest.
+pub(crate) async fn load(
+    State(state): State<Shared>,
+    UrlPath(dom): UrlPath<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let request: LoadRequest = body(raw)?;
+    let sgxs = base64_field("sgxs", &request.sgxs)?;
+    let sigstruct = base64_field("sigstruct", &request.sigstruct)?;
+    let (name, link) = agent_of(&state, &dom)?;
+    let loaded = with_agent(name, link, move |agent| agent.load(&sgxs, &sigstruct)).await?;
+    json(StatusCode::CREATED, &EnclaveView::from(loaded))
+}
+
+/// `GET /v1/domains/{dom}/enclaves`.
+pub(crate) async fn list(State(state): State<Shared>, UrlPath(dom): UrlPath<String>) -> ApiResult {
+    let (name, link) = agent_of(&state, &dom)?;
+    let listed = with_agent(name, link, AgentLink::list).await?;
+    json(StatusCode::OK, &listed.into_iter().map(EnclaveView::from).collect::<Vec<_>>())
+}
+
+/// `GET /v1/domains/{dom}/enclaves/{enclave}`.
+pub(crate) async fn info(State(state): State<Shared>, UrlPath((dom, enclave)): UrlPath<(String, String)>) -> ApiResult {
+    let id = enclave_id(&enclave)?;
+    let (name, link) = agent_of(&state, &dom)?;
+    let listed = with_agent(name.clone(), link, AgentLink::list).await?;
+    let found = listed.into_iter().find(|e| e.enclave == id).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("domain {name:?}: no enclave {id} (`vsgx enclave list {name}` shows them)"),
+        )
+    })?;
+    json(StatusCode::OK, &EnclaveView::from(found))
+}
+
+#[derive(Serialize)]
+struct DestroyedView {
+    enclave_id: u32,
+    released_pages: u64,
+    guest_free_pages: u64,
+}
+
+/// `DELETE /v1/domains/{dom}/enclaves/{enclave}`.
+pub(crate) async fn destroy(
+    State(state): State<Shared>,
+    UrlPath((dom, enclave)): UrlPath<(String, String)>,
+) -> ApiResult {
+    let id = enclave_id(&enclave)?;
+    let (name, link) = agent_of(&state, &dom)?;
+    let (released_pages, guest_free_pages) = with_agent(name, link, move |agent| agent.destroy(id)).await?;
+    json(StatusCode::OK, &DestroyedView { enclave_id: id, released_pages, guest_free_pages })
+}
+
+fn default_capacity() -> u32 {
+    4096
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallRequest {
+    ecall: String,
+    #[serde(default)]
+    input: String,
+    #[serde(default = "default_capacity")]
+    output_capacity: u32,
+}
+
+#[derive(Serialize)]
+struct CallView {
+    result: i64,
+    output: String,
+    aexs: u32,
+}
+
+/// `POST /v1/domains/{dom}/enclaves/{enclave}/call`: run an ECALL.
+pub(crate) async fn call(
+    State(state): State<Shared>,
+    UrlPath((dom, enclave)): UrlPath<(String, String)>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let id = enclave_id(&enclave)?;
+    let request: CallRequest = body(raw)?;
+    let input = base64_field("input", &request.input)?;
+    if request.output_capacity > MAX_OUTPUT {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("request body: output_capacity {} is above the largest, {MAX_OUTPUT}", request.output_capacity),
+        ));
+    }
+    let (name, link) = agent_of(&state, &dom)?;
+    let ecall = request.ecall;
+    let cap = request.output_capacity;
+    let called = with_agent(name, link, move |agent| agent.call(id, &ecall, &input, cap)).await?;
+    let view = CallView { result: called.result, output: BASE64.encode(&called.output), aexs: called.aexs };
+    Ok((StatusCode::OK, axum::Json(view)).into_response())
+}

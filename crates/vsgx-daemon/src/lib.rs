@@ -1,0 +1,158 @@
+//! `vsgxd` as a library: the host daemon. It owns one host (platform, EPC manager, domains and
+//! their running guests) and serves the HTTP/JSON API of `docs/api/vsgxd.openapi.json` on a Unix
+//! socket created with mode 0600. The `vsgxd` binary and `vsgx demo` (a private daemon on a
+//! thread) both run it through [`run`].
+//!
+//! State lives in `STATE_DIR/vsgxd.redb` ([`store`]): the host identity (the seed its platform's
+//! fused secrets derive from, so data sealed before a restart unseals after it) and the config of
+//! every domain. After a restart (SIGTERM or kill -9) each domain comes back with its name, id and
+//! layout, an empty vEPC and a freshly booted guest, as after a host reboot.
+//!
+//! Each domain's guest (kernel, SGX driver, agent) runs on its own vCPU thread (`vsgx-runtime`).
+//! The API holds the host lock only to look things up or change the set of domains; enclave
+//! requests run on tokio's blocking pool against the guest's mailbox, so a long ECALL in one guest
+//! does not stall the API.
+
+mod api;
+mod enclaves;
+mod metrics;
+mod store;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, bail};
+use vsgx_hw::config::PlatformConfig;
+use vsgx_hw::platform::Platform;
+use vsgx_runtime::{BootInfo, GuestVm, RuntimeError};
+use vsgx_toolstack::layout::MemoryType;
+use vsgx_toolstack::lifecycle::{Guest, Host};
+
+use crate::store::Store;
+
+/// What a daemon serves and where it keeps its state.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The API socket.
+    pub socket: PathBuf,
+    /// The state directory (`vsgxd.redb` inside).
+    pub state_dir: PathBuf,
+    /// The platform (its seed is replaced by the stored host seed when it has none).
+    pub platform: PlatformConfig,
+}
+
+/// The host, its store and the running guests: what the API serves.
+pub(crate) struct Daemon {
+    pub(crate) host: Host,
+    pub(crate) store: Store,
+    /// Running guests by domain id.
+    pub(crate) vms: BTreeMap<u32, GuestVm>,
+}
+
+pub(crate) type Shared = Arc<Mutex<Daemon>>;
+
+pub(crate) fn lock(state: &Shared) -> std::sync::MutexGuard<'_, Daemon> {
+    // Every change to the host is one call that either happens whole or not at all, so a panic
+    // while holding the lock cannot leave it half-changed: a poisoned lock is still usable.
+    state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Boots `guest`'s kernel, driver and agent on its vCPU 0. The memory map the guest boots with is
+/// the layout's: RAM is RAM; the MMIO hole (with the agent mailbox) and the vEPC are reserved.
+/// A domain without vEPC runs no SGX guest (`None`): its guest would find no SGX to drive.
+pub(crate) fn boot_guest(guest: &Guest) -> Result<Option<GuestVm>, RuntimeError> {
+    if guest.layout.epc_sections.is_empty() {
+        return Ok(None);
+    }
+    let map = &guest.layout.memory_map;
+    let boot = BootInfo {
+        ram: map.iter().filter(|r| r.kind == MemoryType::Ram).map(|r| (r.base, r.size)).collect(),
+        reserved: map.iter().filter(|r| r.kind != MemoryType::Ram).map(|r| (r.base, r.size)).collect(),
+    };
+    GuestVm::boot(guest.domain(), boot, guest.layout.agent_mailbox.0).map(Some)
+}
+
+/// Binds the socket: refuses when another daemon answers on it, replaces a stale one, mode 0600.
+fn bind(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        bail!("{}: another vsgxd is serving on this socket", path.display());
+    }
+    if path.exists() {
+        std::fs::remove_file(path).with_context(|| format!("{}: cannot remove the stale socket", path.display()))?;
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the directory", dir.display()))?;
+    }
+    let listener =
+        tokio::net::UnixListener::bind(path).with_context(|| format!("{}: cannot bind the socket", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("{}: cannot make the socket 0600", path.display()))?;
+    Ok(listener)
+}
+
+/// Opens the store, brings the host and its stored domains up, and serves until `shutdown`
+/// completes; then stops every guest and removes the socket. `ready` is called once the socket
+/// accepts connections. Progress goes to stderr, prefixed `vsgxd:`.
+pub fn run(
+    options: Options,
+    ready: impl FnOnce(),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let socket = &options.socket;
+    // Before touching the store: a running daemon holds it open.
+    if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+        bail!("{}: another vsgxd is serving on this socket", socket.display());
+    }
+    let store = Store::open(&options.state_dir)?;
+    let mut config = options.platform;
+    config.validate().map_err(|e| anyhow::anyhow!("platform: {e}"))?;
+    if config.seed.is_none() {
+        config.seed = Some(store.seed()?);
+    }
+    let mut host = Host::new(Platform::new(config));
+    let mut vms = BTreeMap::new();
+    for (id, stored) in store.domains()? {
+        // Keep ids of domains that cannot come back reserved: their record stays in the store.
+        host.reserve_ids_below(id.saturating_add(1));
+        let guest = match host.create_as(vsgx_hv::epc::DomainId(id), &stored.file, &stored.config) {
+            Ok(guest) => guest,
+            Err(e) => {
+                eprintln!("vsgxd: domain id {id} could not be restored: {e}");
+                continue;
+            }
+        };
+        match boot_guest(guest) {
+            Ok(vm) => {
+                eprintln!("vsgxd: restored domain {} (id {id}) with an empty vEPC", guest.config.name);
+                vms.extend(vm.map(|vm| (id, vm)));
+            }
+            Err(e) => {
+                eprintln!("vsgxd: domain id {id}: {e}; it is not running");
+                let _ = host.destroy(&id.to_string());
+            }
+        }
+    }
+    let epc_mib = host.sgxinfo().epc_total_bytes >> 20;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let state: Shared = Arc::new(Mutex::new(Daemon { host, store, vms }));
+    let served = runtime.block_on(async {
+        let listener = bind(socket)?;
+        eprintln!("vsgxd: serving on {} ({epc_mib} MiB of EPC)", socket.display());
+        ready();
+        let served = axum::serve(listener, api::router(Arc::clone(&state))).with_graceful_shutdown(shutdown).await;
+        // Only a socket this daemon bound is removed.
+        let _ = std::fs::remove_file(socket);
+        served.context("serving the API")
+    });
+    // Guests stop before their domains go (the host drops them with the daemon).
+    let vms = std::mem::take(&mut lock(&state).vms);
+    for vm in vms.into_values() {
+        vm.shutdown();
+    }
+    served?;
+    eprintln!("vsgxd: stopped");
+    Ok(())
+}

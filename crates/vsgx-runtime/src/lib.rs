@@ -1,0 +1,23 @@
+//! `vsgx-runtime`: runs a domain's guest.
+//!
+//! The software-model runtime boots the `vsgx-guest` kernel, its SGX driver and its agent on a
+//! thread that plays vCPU 0 of a `vsgx-hv` domain ([`GuestVm`]), and talks to the agent through
+//! the mailbox in the domain's memory ([`AgentLink`]), with the codec `vsgx-guest` defines for
+//! both sides. A KVM runtime (DESIGN §10) will offer the same two types with a real virtual machine
+//! behind them.
+//!
+//! Walls: this crate knows domains (`vsgx-hv`) and guest code (`vsgx-guest`) but no config syntax,
+//! layout rule or socket; the toolstack decides where the mailbox is and the daemon decides who may
+//! ask what.
+
+mod cpu;
+mod link;
+mod vm;
+
+pub use cpu::StoppableCpu;
+pub use link::{AgentError, AgentLink};
+pub use vm::{GuestVm, RuntimeError};
+pub use vsgx_guest::agent::{
+    CallResult, EnclaveInfo, EpcStats, Failure, ListedState, LoadedEnclave, MAX_CALL_OUTPUT, MAX_IMAGE_BYTES, Status,
+};
+pub use vsgx_guest::kernel::BootInfo;

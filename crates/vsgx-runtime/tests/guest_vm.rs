@@ -1,0 +1,116 @@
+//! A guest booted by the runtime: the agent answers through the mailbox from its own vCPU thread;
+//! a guest stuck in an endless ECALL is still stopped promptly; a bad mailbox is refused.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use vsgx_hv::domain::{Domain, DomainSpec};
+use vsgx_hv::epc::{DomainId, EpcManager};
+use vsgx_hv::policy::{LaunchControl, SgxFeatures, VepcSection};
+use vsgx_hw::exec::image::{ImageParams, build_image};
+use vsgx_hw::platform::Platform;
+use vsgx_isa::ArchStruct;
+use vsgx_isa::signing::SigningKey;
+use vsgx_runtime::{AgentError, BootInfo, GuestVm, RuntimeError, Status};
+
+const KEY: &str = include_str!("../../vsgx-isa/tests/data/test-key.pem");
+const RAM: u64 = 64 << 20;
+const MAILBOX: u64 = 0xF000_0000;
+const EPC_GPA: u64 = 0x1_0000_0000;
+const EPC: u64 = 8 << 20;
+
+fn domain(epc: &Arc<EpcManager>, id: u32) -> Domain {
+    let spec = DomainSpec {
+        name: format!("g{id}"),
+        uuid: [0; 16],
+        vcpus: 1,
+        ram: vec![(0, RAM), (MAILBOX, 2 << 20)],
+        epc: vec![VepcSection { gpa: EPC_GPA, size: EPC, node: 0 }],
+        features: SgxFeatures::default(),
+        launch: LaunchControl::default(),
+        provision: false,
+    };
+    Domain::create(DomainId(id), spec, Arc::clone(epc)).unwrap()
+}
+
+fn boot_info() -> BootInfo {
+    BootInfo { ram: vec![(0, RAM)], reserved: vec![(MAILBOX, 2 << 20), (EPC_GPA, EPC)] }
+}
+
+fn image(wat: &str) -> (Vec<u8>, Vec<u8>) {
+    let module = wat::parse_str(wat).unwrap();
+    let img = build_image(&module, &ImageParams::default()).unwrap();
+    let sig = SigningKey::from_pem(KEY).unwrap().sign(&img.body, img.mrenclave).unwrap();
+    (img.sgxs, sig.bytes().to_vec())
+}
+
+fn hello() -> (Vec<u8>, Vec<u8>) {
+    image(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/enclaves/hello.wat")).unwrap())
+}
+
+const SPIN: &str = r#"(module
+  (import "env" "memory" (memory 1))
+  (func (export "ecall_spin") (param i64 i64 i64 i64) (result i64)
+    (loop $forever (br $forever))
+    (i64.const 0)))"#;
+
+#[test]
+fn the_agent_serves_from_its_own_vcpu_thread() {
+    let epc = Arc::new(EpcManager::new(Platform::new(vsgx_hw::config::embedded_default())));
+    let dom = domain(&epc, 1);
+    let vm = GuestVm::boot(&dom, boot_info(), MAILBOX).unwrap();
+    let agent = vm.agent();
+    let mut agent = agent.lock().unwrap();
+    let (sgxs, sig) = hello();
+    let loaded = agent.load(&sgxs, &sig).unwrap();
+    assert_eq!(loaded.ecalls, ["hello"]);
+    let out = agent.call(loaded.enclave, "hello", b"runtime", 64).unwrap();
+    assert_eq!((out.result, out.output.as_slice()), (14, b"Hello, RUNTIME".as_slice()));
+    let stats = agent.stats().unwrap();
+    assert_eq!((stats.total_pages, stats.enclaves), (EPC / 4096, 1));
+    assert_eq!(agent.list().unwrap().len(), 1);
+    // The guest's refusals come back as such, and the guest keeps serving.
+    let Err(AgentError::Refused(f)) = agent.call(loaded.enclave, "nope", b"", 0) else { panic!("no such ECALL") };
+    assert_eq!(f.status, Status::NO_SUCH_ECALL);
+    let Err(AgentError::Refused(f)) = agent.load(&sgxs, &sig[..100]) else { panic!("short SIGSTRUCT") };
+    assert!(!f.message.is_empty());
+    let (released, free) = agent.destroy(loaded.enclave).unwrap();
+    assert!(released > 0);
+    assert_eq!(free, EPC / 4096);
+    drop(agent);
+    vm.shutdown();
+    dom.destroy().unwrap();
+    assert_eq!(epc.free_pages(), epc.total_pages(), "every EPC page is back");
+}
+
+#[test]
+fn an_endless_ecall_does_not_keep_the_guest_from_stopping() {
+    let epc = Arc::new(EpcManager::new(Platform::new(vsgx_hw::config::embedded_default())));
+    let dom = domain(&epc, 2);
+    let vm = GuestVm::boot(&dom, boot_info(), MAILBOX).unwrap();
+    let (sgxs, sig) = image(SPIN);
+    let link = vm.agent();
+    let id = link.lock().unwrap().load(&sgxs, &sig).unwrap().enclave;
+    let caller = std::thread::spawn(move || link.lock().unwrap().call(id, "spin", b"", 0));
+    // Let the call get going (nothing to wait for: it never ends on its own).
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!caller.is_finished(), "the ECALL spins");
+    vm.shutdown();
+    let outcome = caller.join().unwrap();
+    let Err(AgentError::Refused(f)) = outcome else { panic!("a call interrupted by shutdown fails: {outcome:?}") };
+    assert!(f.message.contains("#UD"), "{f}");
+    dom.destroy().unwrap();
+    assert_eq!(epc.free_pages(), epc.total_pages());
+}
+
+#[test]
+fn a_mailbox_outside_the_domain_memory_is_refused() {
+    let epc = Arc::new(EpcManager::new(Platform::new(vsgx_hw::config::embedded_default())));
+    let dom = domain(&epc, 3);
+    let err = GuestVm::boot(&dom, boot_info(), MAILBOX + (2 << 20)).unwrap_err();
+    assert!(matches!(err, RuntimeError::Mailbox { .. }), "{err}");
+    // A memory map that hides the vEPC from the guest: the kernel refuses to boot.
+    let bad = BootInfo { ram: vec![(0, RAM)], reserved: vec![(MAILBOX, 2 << 20)] };
+    let err = GuestVm::boot(&dom, bad, MAILBOX).unwrap_err();
+    assert!(matches!(err, RuntimeError::Boot(_)), "{err}");
+}

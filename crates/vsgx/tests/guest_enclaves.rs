@@ -1,0 +1,155 @@
+//! Enclaves inside guests that run under `vsgxd`, end to end through the CLI: load, call, list,
+//! destroy; refusals with their messages; sealed data across a daemon restart (same host identity)
+//! and not across hosts.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use common::{Daemon, example};
+use predicates::prelude::PredicateBooleanExt;
+use predicates::str::contains;
+use serde_json::Value;
+
+const KEY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../vsgx-isa/tests/data/test-key.pem");
+
+/// Builds `examples/enclaves/NAME.wat` into `dir`: (NAME.sgxs, NAME.sig).
+fn build(dir: &Path, name: &str, extra: &[&str]) -> (String, String) {
+    let wat = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../../examples/enclaves/{name}.wat"));
+    let out = dir.join(name);
+    Command::cargo_bin("vsgx")
+        .unwrap()
+        .args(["enclave", "build", wat.to_str().unwrap(), "--key", KEY, "-o", out.to_str().unwrap()])
+        .args(extra)
+        .assert()
+        .success();
+    let path = |ext: &str| format!("{}.{ext}", out.display());
+    (path("sgxs"), path("sig"))
+}
+
+fn load(d: &Daemon, dom: &str, image: &(String, String)) -> Value {
+    d.json(&["enclave", "load", dom, &image.0, "--sig", &image.1])
+}
+
+fn call(d: &Daemon, dom: &str, enclave: &Value, args: &[&str]) -> Vec<u8> {
+    let id = enclave["enclave_id"].to_string();
+    let out = d.vsgx().args(["enclave", "call", dom, &id]).args(args).assert().success();
+    out.get_output().stdout.clone()
+}
+
+#[test]
+fn enclaves_load_and_run_inside_a_guest() {
+    let d = Daemon::start("64@0,64@1");
+    let hello = build(&d.dir, "hello", &[]);
+    let counter = build(&d.dir, "counter", &[]);
+    d.vsgx().args(["create", &example("web.cfg")]).assert().success();
+    let empty_guest = d.json(&["sgxlist", "web"]);
+
+    let h = load(&d, "web", &hello);
+    assert_eq!(h["enclave_id"], 1);
+    assert_eq!(h["ecalls"], serde_json::json!(["hello"]));
+    let measured = d.vsgx().args(["enclave", "measure", &hello.0, "--json"]).assert().success();
+    let measured: Value = serde_json::from_slice(&measured.get_output().stdout).unwrap();
+    assert_eq!(h["mrenclave"], measured["mrenclave"], "the guest measured what `enclave measure` computes");
+    // Exactly the enclave's output bytes, as `vsgx enclave run` prints them.
+    assert_eq!(call(&d, "web", &h, &["--input", "guest"]), b"Hello, GUEST");
+    assert_eq!(call(&d, "1", &h, &["--call", "hello", "--input", ""]), b"Hello, ");
+
+    // State lives as long as the enclave does: two increments in one guest enclave count to 2.
+    let c = load(&d, "web", &counter);
+    assert_eq!(c["enclave_id"], 2);
+    call(&d, "web", &c, &["--call", "increment"]);
+    assert_eq!(call(&d, "web", &c, &["--call", "increment"]), 2u64.to_le_bytes());
+    let json_call = d.vsgx().args(["enclave", "call", "web", "2", "--call", "get", "--json"]).assert().success();
+    let json_call: Value = serde_json::from_slice(&json_call.get_output().stdout).unwrap();
+    assert_eq!((json_call["result"].as_i64(), json_call["output_hex"].as_str()), (Some(8), Some("0200000000000000")));
+
+    let listed = d.json(&["enclave", "list", "web"]);
+    let listed: Vec<(u64, &str, u64)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["enclave_id"].as_u64().unwrap(), e["state"].as_str().unwrap(), e["epc_pages"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(listed.iter().map(|e| (e.0, e.1)).collect::<Vec<_>>(), [(1, "ready"), (2, "ready")]);
+    assert!(listed.iter().all(|e| e.2 > 0));
+    d.vsgx().args(["enclave", "list", "web"]).assert().success().stdout(contains("hello").and(contains("increment")));
+    // The host's view does not change: a static vEPC is backed whole from creation.
+    assert_eq!(d.json(&["sgxlist", "web"]), empty_guest);
+
+    // Refusals, each one line naming what is wrong.
+    d.vsgx()
+        .args(["enclave", "load", "web", &hello.0, "--sig", &counter.1])
+        .assert()
+        .failure()
+        .stderr(contains("EINIT").or(contains("measurement")));
+    d.vsgx()
+        .args(["enclave", "load", "web", &hello.1, "--sig", &hello.1])
+        .assert()
+        .failure()
+        .stderr(contains("bad enclave image: record 0"));
+    d.vsgx().args(["enclave", "call", "web", "9"]).assert().failure().stderr(contains("no enclave 9"));
+    d.vsgx().args(["enclave", "call", "web", "1", "--call", "nope"]).assert().failure().stderr(contains("no ECALL"));
+    d.vsgx().args(["enclave", "call", "web", "2"]).assert().failure().stderr(contains("several ECALLs"));
+    d.vsgx().args(["enclave", "list", "db"]).assert().failure().stderr(contains("no domain \"db\""));
+    let plain = d.dir.join("plain.cfg");
+    std::fs::write(&plain, "name = 'plain'\nmemory = 64\n").unwrap();
+    d.vsgx().args(["create", plain.to_str().unwrap()]).assert().success();
+    d.vsgx()
+        .args(["enclave", "load", "plain", &hello.0, "--sig", &hello.1])
+        .assert()
+        .failure()
+        .stderr(contains("has no vEPC"));
+    // A failing ECALL result is the exit status, its output still exactly the enclave's.
+    d.vsgx()
+        .args(["enclave", "call", "web", "1", "--input", "x", "--output-size", "2"])
+        .assert()
+        .failure()
+        .stdout("")
+        .stderr(contains("error -2"));
+
+    d.vsgx().args(["enclave", "destroy", "web", "1"]).assert().success().stdout(contains("EPC pages back"));
+    d.vsgx().args(["enclave", "destroy", "web", "1"]).assert().failure().stderr(contains("no enclave 1"));
+    assert_eq!(d.json(&["enclave", "list", "web"]).as_array().unwrap().len(), 1);
+    // Destroying the guest with an enclave still loaded returns every page to the host.
+    d.vsgx().args(["destroy", "web"]).assert().success();
+    d.vsgx().args(["destroy", "plain"]).assert().success();
+    let info = d.json(&["sgxinfo"]);
+    assert_eq!(info["epc_free_bytes"], info["epc_total_bytes"]);
+}
+
+#[test]
+fn sealed_data_unseals_after_a_daemon_restart_and_not_on_another_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let sealer = build(dir.path(), "sealer", &[]);
+    let first = Daemon::start_in(dir.path(), "64");
+    first.vsgx().args(["create", &example("web.cfg")]).assert().success();
+    let s = load(&first, "web", &sealer);
+    let blob = call(&first, "web", &s, &["--call", "seal", "--input", "the secret"]);
+    assert!(blob.len() > 10);
+    let blob_file = dir.path().join("blob.bin");
+    std::fs::write(&blob_file, &blob).unwrap();
+    drop(first); // kill -9
+
+    // Same state directory, same host identity: the guest comes back with an empty vEPC, the
+    // enclave is rebuilt from its image and unseals what it sealed before.
+    let second = Daemon::start_in(dir.path(), "64");
+    assert_eq!(second.json(&["enclave", "list", "web"]), serde_json::json!([]));
+    let s = load(&second, "web", &sealer);
+    let unseal = ["--call", "unseal", "--input-file", blob_file.to_str().unwrap()];
+    assert_eq!(call(&second, "web", &s, &unseal), b"the secret");
+    drop(second);
+
+    // Another host (another state directory): other fused secrets, so the blob does not open.
+    let elsewhere = Daemon::start("64");
+    elsewhere.vsgx().args(["create", &example("web.cfg")]).assert().success();
+    let s = load(&elsewhere, "web", &sealer);
+    elsewhere
+        .vsgx()
+        .args(["enclave", "call", "web", &s["enclave_id"].to_string()])
+        .args(unseal)
+        .assert()
+        .failure()
+        .stderr(contains("error -3"));
+}
