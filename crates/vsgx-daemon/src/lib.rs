@@ -41,6 +41,8 @@ pub struct Options {
     pub state_dir: PathBuf,
     /// The platform (its seed is replaced by the stored host seed when it has none).
     pub platform: PlatformConfig,
+    /// Print progress (`vsgxd: …` lines) on stderr.
+    pub verbose: bool,
 }
 
 /// The host, its store and the running guests: what the API serves.
@@ -95,12 +97,18 @@ fn bind(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
 
 /// Opens the store, brings the host and its stored domains up, and serves until `shutdown`
 /// completes; then stops every guest and removes the socket. `ready` is called once the socket
-/// accepts connections. Progress goes to stderr, prefixed `vsgxd:`.
+/// accepts connections. With [`Options::verbose`], progress goes to stderr, prefixed `vsgxd:`.
 pub fn run(
     options: Options,
     ready: impl FnOnce(),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let verbose = options.verbose;
+    let log = |line: std::fmt::Arguments<'_>| {
+        if verbose {
+            eprintln!("vsgxd: {line}");
+        }
+    };
     let socket = &options.socket;
     // Before touching the store: a running daemon holds it open.
     if std::os::unix::net::UnixStream::connect(socket).is_ok() {
@@ -120,17 +128,17 @@ pub fn run(
         let guest = match host.create_as(vsgx_hv::epc::DomainId(id), &stored.file, &stored.config) {
             Ok(guest) => guest,
             Err(e) => {
-                eprintln!("vsgxd: domain id {id} could not be restored: {e}");
+                log(format_args!("domain id {id} could not be restored: {e}"));
                 continue;
             }
         };
         match boot_guest(guest) {
             Ok(vm) => {
-                eprintln!("vsgxd: restored domain {} (id {id}) with an empty vEPC", guest.config.name);
+                log(format_args!("restored domain {} (id {id}) with an empty vEPC", guest.config.name));
                 vms.extend(vm.map(|vm| (id, vm)));
             }
             Err(e) => {
-                eprintln!("vsgxd: domain id {id}: {e}; it is not running");
+                log(format_args!("domain id {id}: {e}; it is not running"));
                 let _ = host.destroy(&id.to_string());
             }
         }
@@ -140,7 +148,7 @@ pub fn run(
     let state: Shared = Arc::new(Mutex::new(Daemon { host, store, vms }));
     let served = runtime.block_on(async {
         let listener = bind(socket)?;
-        eprintln!("vsgxd: serving on {} ({epc_mib} MiB of EPC)", socket.display());
+        log(format_args!("serving on {} ({epc_mib} MiB of EPC)", socket.display()));
         ready();
         let served = axum::serve(listener, api::router(Arc::clone(&state))).with_graceful_shutdown(shutdown).await;
         // Only a socket this daemon bound is removed.
@@ -153,6 +161,6 @@ pub fn run(
         vm.shutdown();
     }
     served?;
-    eprintln!("vsgxd: stopped");
+    log(format_args!("stopped"));
     Ok(())
 }

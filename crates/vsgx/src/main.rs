@@ -26,6 +26,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Start a private host (temporary socket and state) on the embedded platform and walk through
+    /// guests, vEPC and enclaves end to end, with real output. Exits 0 when every step checked out.
+    Demo,
     /// Enclaves: load, call, list and destroy them inside a guest (through vsgxd); build, sign,
     /// measure and run them offline.
     #[command(subcommand)]
@@ -189,6 +192,7 @@ fn main() -> ExitCode {
         Command::Sgxinfo { json } => cmd::host::sgxinfo(&client(), json),
         Command::Sgxlist { dom, json } => cmd::host::sgxlist(&client(), dom.as_deref(), json),
         Command::Bench { quick, json } => cmd::bench::bench(quick, json),
+        Command::Demo => cmd::demo::demo(),
     };
     match result {
         Ok(code) => code,

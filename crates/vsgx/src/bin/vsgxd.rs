@@ -73,6 +73,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             std::env::var_os("VSGX_STATE_DIR").map_or_else(|| PathBuf::from("/var/lib/vsgx"), PathBuf::from)
         }),
         platform: platform_config(args)?,
+        verbose: true,
     };
     vsgx_daemon::run(options, || {}, shutdown_signal())
 }

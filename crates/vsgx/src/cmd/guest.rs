@@ -19,39 +19,39 @@ use crate::numarg;
 #[derive(Debug, Args)]
 pub struct LoadArgs {
     /// The guest (name or id).
-    dom: String,
+    pub dom: String,
     /// The enclave's SGXS stream.
-    image: PathBuf,
+    pub image: PathBuf,
     /// Its SIGSTRUCT.
     #[arg(long, value_name = "SIG")]
-    sig: PathBuf,
+    pub sig: PathBuf,
     /// Print JSON: enclave_id, mrenclave, mrsigner, ecalls.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 /// Arguments of `vsgx enclave call`.
 #[derive(Debug, Args)]
 pub struct CallArgs {
     /// The guest (name or id).
-    dom: String,
+    pub dom: String,
     /// The enclave's id in the guest (`vsgx enclave load` prints it, `vsgx enclave list` shows them).
-    enclave: u32,
+    pub enclave: u32,
     /// The ECALL to call [default: the enclave's only ECALL].
     #[arg(long, value_name = "FN")]
-    call: Option<String>,
+    pub call: Option<String>,
     /// Input bytes, as text.
     #[arg(long, conflicts_with = "input_file")]
-    input: Option<String>,
+    pub input: Option<String>,
     /// Input bytes, from a file.
     #[arg(long, value_name = "F")]
-    input_file: Option<PathBuf>,
+    pub input_file: Option<PathBuf>,
     /// Output buffer size (at most 1 MiB − 16 bytes, the guest agent's limit).
     #[arg(long, default_value = "64K", value_parser = numarg::size)]
-    output_size: u64,
+    pub output_size: u64,
     /// Print JSON (ecall, result, output as text and hex, AEX count) instead of the raw output bytes.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 fn enclaves_path(dom: &str) -> String {
@@ -60,19 +60,29 @@ fn enclaves_path(dom: &str) -> String {
 
 /// `vsgx enclave load DOM IMAGE --sig SIG`.
 pub fn load(client: &Client, args: &LoadArgs) -> anyhow::Result<ExitCode> {
-    let sgxs = read_file(&args.image)?;
-    let sig = read_file(&args.sig)?;
-    let body = json!({ "sgxs": BASE64.encode(&sgxs), "sigstruct": BASE64.encode(&sig) });
-    let (_, v) = client.request("POST", &enclaves_path(&args.dom), Some(&body))?;
+    let v = load_enclave(client, args)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!("loaded enclave {} in {}", v["enclave_id"], args.dom);
-        println!("  MRENCLAVE  {}", v["mrenclave"].as_str().unwrap_or("?"));
-        println!("  MRSIGNER   {}", v["mrsigner"].as_str().unwrap_or("?"));
-        println!("  ECALLs     {}", names(&v["ecalls"]));
+        print_loaded(&args.dom, &v);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The human form of a load's answer.
+pub fn print_loaded(dom: &str, v: &Value) {
+    println!("loaded enclave {} in {dom}", v["enclave_id"]);
+    println!("  MRENCLAVE  {}", v["mrenclave"].as_str().unwrap_or("?"));
+    println!("  MRSIGNER   {}", v["mrsigner"].as_str().unwrap_or("?"));
+    println!("  ECALLs     {}", names(&v["ecalls"]));
+}
+
+/// Loads the enclave; the API's `Enclave` object.
+pub fn load_enclave(client: &Client, args: &LoadArgs) -> anyhow::Result<Value> {
+    let sgxs = read_file(&args.image)?;
+    let sig = read_file(&args.sig)?;
+    let body = json!({ "sgxs": BASE64.encode(&sgxs), "sigstruct": BASE64.encode(&sig) });
+    Ok(client.request("POST", &enclaves_path(&args.dom), Some(&body))?.1)
 }
 
 fn names(v: &Value) -> String {
@@ -81,6 +91,41 @@ fn names(v: &Value) -> String {
 
 /// `vsgx enclave call DOM ENCLAVE`: prints exactly the enclave's output bytes.
 pub fn call(client: &Client, args: &CallArgs) -> anyhow::Result<ExitCode> {
+    let called = call_enclave(client, args)?;
+    let (result, output) = (called.result, &called.output);
+    if args.json {
+        let v = json!({
+            "ecall": called.ecall,
+            "result": result,
+            "output": String::from_utf8_lossy(output),
+            "output_hex": hex::encode(output),
+            "aex_count": called.aexs,
+        });
+        println!("{v}");
+    } else {
+        std::io::stdout().write_all(output)?;
+        if result < 0 {
+            eprintln!("the enclave returned error {result}");
+        }
+    }
+    Ok(if result < 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// What an ECALL in a guest returned.
+#[derive(Debug)]
+pub struct Called {
+    /// The ECALL's name.
+    pub ecall: String,
+    /// Its result (≥ 0 output length, < 0 the enclave's error code).
+    pub result: i64,
+    /// The output bytes.
+    pub output: Vec<u8>,
+    /// AEXs during the call.
+    pub aexs: u64,
+}
+
+/// Runs the ECALL.
+pub fn call_enclave(client: &Client, args: &CallArgs) -> anyhow::Result<Called> {
     let path = format!("{}/{}", enclaves_path(&args.dom), args.enclave);
     let ecall = match &args.call {
         Some(name) => name.clone(),
@@ -107,22 +152,7 @@ pub fn call(client: &Client, args: &CallArgs) -> anyhow::Result<ExitCode> {
     let output = BASE64
         .decode(v["output"].as_str().unwrap_or_default())
         .map_err(|e| anyhow!("vsgxd's answer has malformed output: {e}"))?;
-    if args.json {
-        let v = json!({
-            "ecall": ecall,
-            "result": result,
-            "output": String::from_utf8_lossy(&output),
-            "output_hex": hex::encode(&output),
-            "aex_count": v["aexs"],
-        });
-        println!("{v}");
-    } else {
-        std::io::stdout().write_all(&output)?;
-        if result < 0 {
-            eprintln!("the enclave returned error {result}");
-        }
-    }
-    Ok(if result < 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(Called { ecall, result, output, aexs: v["aexs"].as_u64().unwrap_or(0) })
 }
 
 /// `vsgx enclave list DOM`.

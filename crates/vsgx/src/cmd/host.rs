@@ -250,7 +250,12 @@ pub fn info(client: &Client, dom: &str, sgx: bool, json: bool) -> anyhow::Result
 pub fn create(client: &Client, config: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(config)
         .with_context(|| format!("{}: cannot read the config file", config.display()))?;
-    let body = serde_json::json!({ "config": text, "file_name": config.display().to_string() });
+    create_from_text(client, &config.display().to_string(), &text, json)
+}
+
+/// `vsgx create` of config `text`, named `file_name` in messages.
+pub fn create_from_text(client: &Client, file_name: &str, text: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let body = serde_json::json!({ "config": text, "file_name": file_name });
     let (_, v) = client.request("POST", "/v1/domains", Some(&body))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);

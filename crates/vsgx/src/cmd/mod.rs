@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod create;
+pub mod demo;
 pub mod enclave;
 pub mod guest;
 pub mod host;
