@@ -9,6 +9,7 @@ use std::process::Command as StdCommand;
 use assert_cmd::cargo::cargo_bin;
 use base64::Engine;
 use common::{Daemon, example, post};
+use predicates::prelude::PredicateBooleanExt;
 use predicates::str::contains;
 use serde_json::{Value, json};
 
@@ -53,7 +54,11 @@ fn guests_take_epc_until_it_runs_out_and_destroy_returns_every_page() {
     assert_eq!((info["domid"].as_u64(), info["vcpus"].as_u64()), (Some(1), Some(2)));
     assert_eq!(info["memory_map"][2], json!({ "base": 0x1_0000_0000u64, "size": 64 * MIB, "type": "reserved" }));
     assert_eq!(info["sgx"], list[0]);
-    d.vsgx().args(["info", "1"]).assert().success().stdout(contains("domain web (id 1"));
+    d.vsgx()
+        .args(["info", "1"])
+        .assert()
+        .success()
+        .stdout(contains("domain web (id 1").and(contains("guest agent mailbox at 0xf0000000 (2 MiB")));
     d.vsgx().args(["info", "nope"]).assert().failure().stderr(contains("no domain"));
 
     d.vsgx().args(["destroy", "web"]).assert().success();

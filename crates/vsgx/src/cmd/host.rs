@@ -233,6 +233,8 @@ pub fn info(client: &Client, dom: &str, sgx: bool, json: bool) -> anyhow::Result
         let (base, size) = (u(r, "base"), u(r, "size"));
         println!("{base:#018x}  {:#018x}  {:>6} MiB  {}", base + size, size / MIB, r["type"].as_str().unwrap_or("?"));
     }
+    let mailbox = &v["agent_mailbox"];
+    println!("guest agent mailbox at {:#x} ({} MiB, in the MMIO hole)", u(mailbox, "base"), u(mailbox, "size") / MIB);
     if sgx {
         let e = &v["sgx"];
         println!(
