@@ -144,7 +144,13 @@ async fn destroy(State(state): State<Shared>, UrlPath(dom): UrlPath<String>) -> 
     if let Some(vm) = daemon.vms.remove(&id) {
         vm.shutdown();
     }
-    daemon.host.destroy(&id.to_string())?;
+    let destroyed = daemon.host.destroy(&id.to_string());
+    // Pages EREMOVE could not remove stay out of service across restarts too.
+    let quarantined = daemon.host.epc().quarantined_pages();
+    if let Err(e) = daemon.store.set_quarantine(&quarantined) {
+        return Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("state store: {e:#}")));
+    }
+    destroyed?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -4,9 +4,10 @@
 //! thread) both run it through [`run`].
 //!
 //! State lives in `STATE_DIR/vsgxd.redb` ([`store`]): the host identity (the seed its platform's
-//! fused secrets derive from, so data sealed before a restart unseals after it) and the config of
-//! every domain. After a restart (SIGTERM or kill -9) each domain comes back with its name, id and
-//! layout, an empty vEPC and a freshly booted guest, as after a host reboot.
+//! fused secrets derive from, so data sealed before a restart unseals after it), the config of
+//! every domain and the quarantined EPC pages (kept out of service after a restart). After a
+//! restart (SIGTERM or kill -9) each domain comes back with its name, id and layout, an empty vEPC
+//! and a freshly booted guest, as after a host reboot.
 //!
 //! Each domain's guest (kernel, SGX driver, agent) runs on its own vCPU thread (`vsgx-runtime`).
 //! The API holds the host lock only to look things up or change the set of domains; enclave
@@ -121,6 +122,16 @@ pub fn run(
         config.seed = Some(store.seed()?);
     }
     let mut host = Host::new(Platform::new(config));
+    // Pages quarantined before the restart stay out of service (same machine, same EPC).
+    for page in store.quarantine()? {
+        match host.epc().retire(page) {
+            Ok(()) => log(format_args!(
+                "EPC page {:#x} stays quarantined ({}, last held by {})",
+                page.hpa, page.failure, page.owner
+            )),
+            Err(e) => log(format_args!("EPC page {:#x} was quarantined but cannot be now: {e}", page.hpa)),
+        }
+    }
     let mut vms = BTreeMap::new();
     for (id, stored) in store.domains()? {
         // Keep ids of domains that cannot come back reserved: their record stays in the store.
@@ -163,4 +174,61 @@ pub fn run(
     served?;
     log(format_args!("stopped"));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    use vsgx_hv::epc::{DomainId, Owner, QuarantinedPage, RemoveFailure};
+    use vsgx_isa::status::SgxError;
+
+    use super::*;
+
+    fn get(socket: &Path, path: &str) -> serde_json::Value {
+        let mut s = UnixStream::connect(socket).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn pages_quarantined_before_a_restart_stay_quarantined() {
+        let dir = std::env::temp_dir().join(format!("vsgx-daemon-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let platform = vsgx_hw::config::embedded_default();
+        let victim = vsgx_hw::platform::Platform::new(platform.clone()).epc().sections()[1].base + 5 * 4096;
+        let page = QuarantinedPage {
+            hpa: victim,
+            owner: Owner::Domain(DomainId(4)),
+            failure: RemoveFailure::Error(SgxError::ChildPresent),
+        };
+        Store::open(&dir.join("state")).unwrap().set_quarantine(&[page]).unwrap();
+
+        let options = Options { socket: dir.join("s.sock"), state_dir: dir.join("state"), platform, verbose: false };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let daemon = std::thread::spawn(move || {
+            run(
+                options,
+                move || {
+                    let _ = ready_tx.send(());
+                },
+                async move {
+                    let _ = stopped.await;
+                },
+            )
+        });
+        ready.recv().unwrap();
+        let host = get(&dir.join("s.sock"), "/v1/host");
+        assert_eq!(host["epc_quarantined_bytes"], 4096);
+        assert_eq!(host["epc_free_bytes"].as_u64().unwrap(), host["epc_total_bytes"].as_u64().unwrap() - 4096);
+        stop.send(()).unwrap();
+        daemon.join().unwrap().unwrap();
+        // Still recorded for the next run.
+        assert_eq!(Store::open(&dir.join("state")).unwrap().quarantine().unwrap(), vec![page]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -495,6 +495,14 @@ pub enum EpcError {
         /// The category.
         category: Category,
     },
+    /// [`EpcManager::retire`] named a page that is not free.
+    #[error("EPC page {hpa:#x} cannot be taken out of service: it is {state}")]
+    NotFree {
+        /// The page.
+        hpa: u64,
+        /// What it is.
+        state: PageState,
+    },
     /// An accounting invariant does not hold (a bug; reported, never panicked on).
     #[error("EPC accounting broken: {0}")]
     Accounting(String),
@@ -593,6 +601,27 @@ impl SectionState {
             self.next += 1;
             out.push(base + u64::from(index) * PAGE_SIZE);
         }
+    }
+
+    /// Takes free page `index` out of service (tagged quarantined, never handed out); `false`
+    /// when it is not free.
+    fn retire(&mut self, index: u32, pages: u32) -> bool {
+        if index >= pages || self.tag(index) != TAG_FREE {
+            return false;
+        }
+        if index >= self.next {
+            // Pages below it that were never handed out become recycled free pages.
+            while self.tags.len() * TAG_CHUNK <= index as usize {
+                self.tags.push(vec![TAG_FREE; TAG_CHUNK].into_boxed_slice());
+            }
+            self.recycled.extend(self.next..index);
+            self.next = index + 1;
+        } else {
+            let Some(at) = self.recycled.iter().position(|&i| i == index) else { return false };
+            self.recycled.swap_remove(at);
+        }
+        self.set_tag(index, TAG_QUARANTINED);
+        true
     }
 
     fn give_back(&mut self, index: u32) {
@@ -1052,6 +1081,24 @@ impl EpcManager {
         let (s, i) = self.locate(hpa)?;
         let st = self.sections[s].state.lock();
         Ok(PageState::from_tag(st.tag(i)))
+    }
+
+    /// Takes a free page out of service, as [`EpcManager::release`] does with a page EREMOVE could
+    /// not remove: a host daemon that restarts on the same machine puts the pages it had
+    /// quarantined back in quarantine, with the record it kept. Fails, changing nothing, when the
+    /// page is not an EPC page or not free.
+    pub fn retire(&self, page: QuarantinedPage) -> Result<(), EpcError> {
+        let (s, index) = self.locate(page.hpa)?;
+        let section = &self.sections[s];
+        // Lock order: section, then accounts (as everywhere else).
+        let mut state = section.state.lock();
+        if !state.retire(index, section.pages) {
+            return Err(EpcError::NotFree { hpa: page.hpa, state: PageState::from_tag(state.tag(index)) });
+        }
+        let mut accounts = self.accounts.lock();
+        accounts.quarantined += 1;
+        accounts.log.push(page);
+        Ok(())
     }
 
     /// Every quarantined page, oldest first, with its last owner and why EREMOVE failed.

@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use proptest::prelude::*;
 use vsgx_hv::epc::{
-    Category, DomainEpc, DomainId, EpcError, EpcManager, FailedPage, Owner, PageState, Placement, RemoveFailure,
-    ShortageScope,
+    Category, DomainEpc, DomainId, EpcError, EpcManager, FailedPage, Owner, PageState, Placement, QuarantinedPage,
+    RemoveFailure, ShortageScope,
 };
 use vsgx_hw::config;
 use vsgx_hw::cpu::BareMetalCpu;
@@ -570,4 +570,34 @@ proptest! {
         prop_assert_eq!(s.free, s.total);
         prop_assert_eq!(platform.census().map(|c| c.valid), Ok(0));
     }
+}
+
+#[test]
+fn pages_quarantined_by_an_earlier_run_are_taken_out_of_service_again() {
+    let m = EpcManager::new(tiny());
+    let base = m.stats().per_section[0].base;
+    let record = |hpa| QuarantinedPage { hpa, owner: dom(3), failure: RemoveFailure::Error(SgxError::ChildPresent) };
+    // One page beyond anything handed out yet and one below the bump index once it moved.
+    m.retire(record(base + 10 * PAGE)).unwrap();
+    m.retire(record(base + 2 * PAGE)).unwrap();
+    assert_eq!(m.free_pages(), m.total_pages() - 2);
+    assert_eq!(m.stats().quarantined, 2);
+    assert_eq!(m.quarantined_pages(), vec![record(base + 10 * PAGE), record(base + 2 * PAGE)]);
+    assert_eq!(m.page_state(base + 10 * PAGE).unwrap(), PageState::Quarantined);
+    m.audit().unwrap();
+    // Never handed out: the whole section (256 pages) minus the two goes to one owner, and the
+    // retired pages are not among them.
+    let pages = m.alloc_on_section(dom(1), 0, 254).unwrap();
+    assert!(!pages.contains(&(base + 10 * PAGE)) && !pages.contains(&(base + 2 * PAGE)));
+    assert!(matches!(m.alloc_on_section(dom(1), 0, 1), Err(EpcError::Short(_))));
+    // Refusals change nothing: a page in use, a quarantined page, an address outside the EPC.
+    let before = m.stats();
+    assert!(matches!(m.retire(record(pages[0])), Err(EpcError::NotFree { state: PageState::Owned(_), .. })));
+    assert!(matches!(m.retire(record(base + 2 * PAGE)), Err(EpcError::NotFree { .. })));
+    assert!(matches!(m.retire(record(0x1000)), Err(EpcError::NotEpc { .. })));
+    assert!(matches!(m.retire(record(base + 1)), Err(EpcError::Unaligned { .. })));
+    assert_eq!(m.stats(), before);
+    m.release(dom(1), &pages).unwrap();
+    assert_eq!(m.free_pages(), m.total_pages() - 2);
+    m.audit().unwrap();
 }
