@@ -1,6 +1,7 @@
 //! The host side of the guest agent's mailbox.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 
 use vsgx_guest::agent::{
@@ -31,6 +32,7 @@ pub struct AgentLink {
     mailbox: u64,
     doorbell: Sender<()>,
     answered: Receiver<Result<(), String>>,
+    stopped: Arc<AtomicBool>,
     sequence: u64,
 }
 
@@ -40,8 +42,9 @@ impl AgentLink {
         mailbox: u64,
         doorbell: Sender<()>,
         answered: Receiver<Result<(), String>>,
+        stopped: Arc<AtomicBool>,
     ) -> Self {
-        Self { domain, mailbox, doorbell, answered, sequence: 0 }
+        Self { domain, mailbox, doorbell, answered, stopped, sequence: 0 }
     }
 
     /// The mailbox's guest-physical address.
@@ -61,11 +64,18 @@ impl AgentLink {
         }
         ram.write(self.mailbox, &bytes[..bytes.len().min(HEADER_SIZE)]).map_err(fault)?;
         let down = || AgentError::Down("its vCPU has stopped".into());
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(down());
+        }
         self.doorbell.send(()).map_err(|_| down())?;
         match self.answered.recv() {
             Ok(Ok(())) => {}
             Ok(Err(why)) => return Err(AgentError::Down(why)),
             Err(_) => return Err(down()),
+        }
+        // Whatever the guest answered while being stopped (its ENCLS/ENCLU fail) is not an answer.
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(AgentError::Down("it was stopped during the request".into()));
         }
         let mut mailbox = vec![0u8; HEADER_SIZE];
         ram.read(self.mailbox, &mut mailbox).map_err(fault)?;

@@ -77,7 +77,7 @@ impl GuestVm {
                 return Err(RuntimeError::Boot("the vCPU thread ended during boot".into()));
             }
         }
-        let link = AgentLink::new(Arc::clone(domain.shared()), mailbox, doorbell.clone(), answered);
+        let link = AgentLink::new(Arc::clone(domain.shared()), mailbox, doorbell.clone(), answered, Arc::clone(&stop));
         Ok(Self { link: Arc::new(Mutex::new(link)), doorbell, stop, interrupt, thread: Some(thread) })
     }
 

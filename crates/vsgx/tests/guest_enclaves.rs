@@ -153,3 +153,48 @@ fn sealed_data_unseals_after_a_daemon_restart_and_not_on_another_host() {
         .failure()
         .stderr(contains("error -3"));
 }
+
+/// An enclave that never returns.
+const SPIN: &str = r#"(module
+  (import "env" "memory" (memory 1))
+  (func (export "ecall_spin") (param i64 i64 i64 i64) (result i64)
+    (loop $forever (br $forever))
+    (i64.const 0)))"#;
+
+#[test]
+fn an_endless_ecall_neither_stalls_the_daemon_nor_outlives_its_guest() {
+    let d = Daemon::start("64@0,64@1");
+    let wat = d.dir.join("spin.wat");
+    std::fs::write(&wat, SPIN).unwrap();
+    let out = d.dir.join("spin");
+    Command::cargo_bin("vsgx")
+        .unwrap()
+        .args(["enclave", "build", wat.to_str().unwrap(), "--key", KEY, "-o", out.to_str().unwrap()])
+        .assert()
+        .success();
+    let spin = (format!("{}.sgxs", out.display()), format!("{}.sig", out.display()));
+    let hello = build(&d.dir, "hello", &[]);
+    d.vsgx().args(["create", &example("web.cfg")]).assert().success();
+    let other = d.dir.join("other.cfg");
+    std::fs::write(&other, "name = 'other'\nmemory = 64\nepc = 8\n").unwrap();
+    d.vsgx().args(["create", other.to_str().unwrap()]).assert().success();
+    load(&d, "web", &spin);
+    let h = load(&d, "other", &hello);
+
+    let mut stuck = d.vsgx();
+    stuck.args(["enclave", "call", "web", "1"]).timeout(std::time::Duration::from_secs(120));
+    let stuck = std::thread::spawn(move || stuck.output().unwrap());
+    // Give the call time to get into the enclave (the assertions hold either way).
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The daemon and the other guest keep answering.
+    d.json(&["sgxinfo"]);
+    assert_eq!(call(&d, "other", &h, &["--input", "still here"]), b"Hello, STILL HERE");
+    // Destroying the guest pulls its vCPU out of the enclave; the call fails with a reason.
+    d.vsgx().args(["destroy", "web"]).assert().success();
+    let out = stuck.join().unwrap();
+    assert!(!out.status.success(), "the endless call cannot succeed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("stopped") || stderr.contains("no domain"), "{stderr}");
+    let info = d.json(&["sgxinfo"]);
+    assert_eq!(info["epc_free_bytes"].as_u64().unwrap(), info["epc_total_bytes"].as_u64().unwrap() - (8 << 20));
+}
