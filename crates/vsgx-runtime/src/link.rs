@@ -68,7 +68,7 @@ impl AgentLink {
             return Err(down());
         }
         self.doorbell.send(()).map_err(|_| down())?;
-        match self.answered.recv() {
+        match crate::recv_spinning(&self.answered) {
             Ok(Ok(())) => {}
             Ok(Err(why)) => return Err(AgentError::Down(why)),
             Err(_) => return Err(down()),

@@ -128,7 +128,7 @@ fn vcpu_main(
     let _ = booted.send(Ok(()));
     let mut driver = Driver::new(kernel);
     let mut agent = Agent::new();
-    while rung.recv().is_ok() && !stop.load(Ordering::Acquire) {
+    while crate::recv_spinning(rung).is_ok() && !stop.load(Ordering::Acquire) {
         let served = match agent.serve(&mut driver, mailbox) {
             Ok(true) => Ok(()),
             Ok(false) => Err("the agent found no request in the mailbox".to_string()),

@@ -12,6 +12,7 @@
 //! | P4 | create + destroy of a 64 GiB vEPC domain, s       | the goal (2 s): not measured                   |
 //! | P6 | enclave build through a guest vCPU, µs/page       | the same build on a bare-metal processor       |
 //! | P7 | two threads building on two processors, MiB/s     | one thread                                     |
+//! | P8 | ECALL through a guest's agent mailbox, µs/call    | the same ECALL entered on bare metal           |
 //!
 //! P1 and P7 count MiB of enclave pages (EADD + 16×EEXTEND per 4 KiB page); P1's yardstick is the
 //! SHA-256 throughput over the 5120 bytes a build measures per page, expressed per 4 KiB page.
@@ -71,6 +72,10 @@ struct Plan {
     parallel_builds: usize,
     /// …and trials.
     parallel_trials: usize,
+    /// ECALLs per trial (P8)…
+    ecalls: u32,
+    /// …and trials.
+    ecall_trials: usize,
 }
 
 impl Plan {
@@ -83,6 +88,8 @@ impl Plan {
         p4_rounds: 3,
         parallel_builds: 40,
         parallel_trials: 7,
+        ecalls: 200,
+        ecall_trials: 7,
     };
     const QUICK: Self = Self {
         build_trials: 3,
@@ -93,6 +100,8 @@ impl Plan {
         p4_rounds: 1,
         parallel_builds: 8,
         parallel_trials: 3,
+        ecalls: 20,
+        ecall_trials: 3,
     };
 }
 
@@ -143,7 +152,7 @@ impl Row {
 /// `vsgx bench`: runs every benchmark and prints the rows (a table, or JSON with `json`).
 pub fn bench(quick: bool, json: bool) -> anyhow::Result<ExitCode> {
     let plan = if quick { Plan::QUICK } else { Plan::FULL };
-    let mut rows = Vec::with_capacity(5);
+    let mut rows = Vec::with_capacity(6);
     let (p1, p6) = guest_builds(&plan)?;
     rows.push(p1);
     let bare = seeded(config::embedded_default());
@@ -151,6 +160,7 @@ pub fn bench(quick: bool, json: bool) -> anyhow::Result<ExitCode> {
     rows.push(domain_lifecycle(&plan)?);
     rows.push(p6);
     rows.push(parallel_builds(&plan, &bare)?);
+    rows.push(agent_ecalls(&plan)?);
     for row in &rows {
         ensure!(
             [row.value, row.yardstick_value, row.ratio].iter().all(|v| v.is_finite() && *v > 0.0),
@@ -387,6 +397,23 @@ fn parallel_builds(plan: &Plan, platform: &Arc<Platform>) -> anyhow::Result<Row>
         mib_per_s(bytes, one),
     )
     .goal("ratio >= 1.6 (S-HW-3)"))
+}
+
+/// P8 (see [`super::bench_agent`]).
+fn agent_ecalls(plan: &Plan) -> anyhow::Result<Row> {
+    let mut platform = config::embedded_default();
+    platform.seed = Some(1);
+    let (via_agent, direct) =
+        super::bench_agent::agent_ecalls(platform, spec("p8", 0), plan.ecall_trials, plan.ecalls)?;
+    Ok(Row::new(
+        "P8",
+        "ECALL through a guest's agent mailbox".into(),
+        via_agent,
+        "µs/call",
+        "same ECALL entered on bare metal".into(),
+        direct,
+    )
+    .goal("ratio <= 1.5 (S-RT-2)"))
 }
 
 /// A number with about three significant digits.

@@ -1,6 +1,7 @@
 //! One module per command group.
 
 pub mod bench;
+pub mod bench_agent;
 pub mod create;
 pub mod demo;
 pub mod enclave;

@@ -168,61 +168,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
 
     let mut config = vsgx_hw::config::embedded_default();
     config.seed = args.seed;
-    let platform = Platform::new(config);
-    let ram = platform.ram().size();
-    let mut os = SimpleOs::boot(BareMetalCpu::new(Arc::clone(&platform)), ram)?;
-    let base = default_base(plan.size, true);
-    let built = os.build(&plan, &sig, base)?;
-    match os.einit(built.secs, &sig)? {
-        LeafStatus::Success => {}
-        other => bail!("EINIT refused the enclave: {other:?}"),
-    }
-    let in_la = os.scratch(&input, 4096)?;
-    let out_la = os.scratch(&vec![0u8; args.output_size as usize], 4096)?;
-    let tcs = base + 0x1000;
-    let cpu = os.cpu();
-    cpu.set_cpl(Cpl::Ring3);
-    let mut regs = Gprs {
-        rbx: tcs,
-        rcx: AEP,
-        rdi: ecall as u64,
-        rsi: in_la,
-        rdx: input.len() as u64,
-        rip: RETURN_RIP,
-        ..Gprs::default()
-    };
-    regs.r8_r15[0] = out_la;
-    regs.r8_r15[1] = args.output_size;
-    let mut aexs = 0u64;
-    let mut exit = cpu.enclu_leaf(Enclu::Eenter, &mut regs);
-    let result = loop {
-        match exit {
-            Ok(EnclaveExit::Eexit) => break regs.rdi as i64,
-            Ok(EnclaveExit::Aex(AexCause::Interrupt)) => {
-                aexs += 1;
-                regs.rbx = tcs;
-                regs.rcx = AEP;
-                exit = cpu.enclu_leaf(Enclu::Eresume, &mut regs);
-            }
-            Ok(EnclaveExit::Aex(AexCause::Exception(e))) => {
-                let page = platform.epc().page_of(cpu.walk(tcs, vsgx_hw::leaves::Access::Read).unwrap_or(0));
-                let detail = page.and_then(|p| platform.executor().last_trap(p)).unwrap_or_default();
-                bail!(
-                    "the enclave stopped with {e} after {aexs} interrupts{}{detail}",
-                    if detail.is_empty() { "" } else { ": " }
-                );
-            }
-            Err(e) => bail!("ENCLU faulted: {e}"),
-        }
-    };
-    let output = if result > 0 {
-        let n = (result as u64).min(args.output_size) as usize;
-        let mut out = vec![0u8; n];
-        cpu.read(out_la, &mut out).map_err(|e| anyhow!("reading the output buffer: {e}"))?;
-        out
-    } else {
-        Vec::new()
-    };
+    let mut enclave = BareMetalEnclave::launch(config, &plan, &sig, &input, args.output_size)?;
+    let (result, aexs) = enclave.ecall(ecall as u64, input.len() as u64)?;
+    let output = enclave.output(result)?;
     if args.json {
         let v = serde_json::json!({
             "ecall": header.ecalls[ecall],
@@ -240,4 +188,92 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if result < 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// An initialized enclave on a fresh bare-metal platform with input and output buffers: what
+/// `vsgx enclave run` calls, and the yardstick of `vsgx bench`'s P8.
+pub struct BareMetalEnclave {
+    platform: Arc<Platform>,
+    os: SimpleOs<BareMetalCpu>,
+    tcs: u64,
+    in_la: u64,
+    out_la: u64,
+    output_size: u64,
+}
+
+impl BareMetalEnclave {
+    /// Builds and initializes `plan` on a fresh platform of `config`, with `input` in a buffer and
+    /// an output buffer of `output_size` bytes.
+    pub fn launch(
+        config: vsgx_hw::config::PlatformConfig,
+        plan: &LoadPlan,
+        sig: &Sigstruct,
+        input: &[u8],
+        output_size: u64,
+    ) -> anyhow::Result<Self> {
+        let platform = Platform::new(config);
+        let ram = platform.ram().size();
+        let mut os = SimpleOs::boot(BareMetalCpu::new(Arc::clone(&platform)), ram)?;
+        let base = default_base(plan.size, true);
+        let built = os.build(plan, sig, base)?;
+        match os.einit(built.secs, sig)? {
+            LeafStatus::Success => {}
+            other => bail!("EINIT refused the enclave: {other:?}"),
+        }
+        let in_la = os.scratch(input, 4096)?;
+        let out_la = os.scratch(&vec![0u8; usize::try_from(output_size)?], 4096)?;
+        os.cpu().set_cpl(Cpl::Ring3);
+        Ok(Self { platform, os, tcs: base + 0x1000, in_la, out_la, output_size })
+    }
+
+    /// EENTER ECALL number `ecall` with the first `input_len` bytes of the input buffer, ERESUME
+    /// after interrupts; (the ECALL's result, AEXs taken).
+    pub fn ecall(&mut self, ecall: u64, input_len: u64) -> anyhow::Result<(i64, u64)> {
+        let tcs = self.tcs;
+        let cpu = self.os.cpu();
+        let mut regs = Gprs {
+            rbx: tcs,
+            rcx: AEP,
+            rdi: ecall,
+            rsi: self.in_la,
+            rdx: input_len,
+            rip: RETURN_RIP,
+            ..Gprs::default()
+        };
+        regs.r8_r15[0] = self.out_la;
+        regs.r8_r15[1] = self.output_size;
+        let mut aexs = 0u64;
+        let mut exit = cpu.enclu_leaf(Enclu::Eenter, &mut regs);
+        loop {
+            match exit {
+                Ok(EnclaveExit::Eexit) => return Ok((regs.rdi as i64, aexs)),
+                Ok(EnclaveExit::Aex(AexCause::Interrupt)) => {
+                    aexs += 1;
+                    regs.rbx = tcs;
+                    regs.rcx = AEP;
+                    exit = cpu.enclu_leaf(Enclu::Eresume, &mut regs);
+                }
+                Ok(EnclaveExit::Aex(AexCause::Exception(e))) => {
+                    let page = self.platform.epc().page_of(cpu.walk(tcs, vsgx_hw::leaves::Access::Read).unwrap_or(0));
+                    let detail = page.and_then(|p| self.platform.executor().last_trap(p)).unwrap_or_default();
+                    bail!(
+                        "the enclave stopped with {e} after {aexs} interrupts{}{detail}",
+                        if detail.is_empty() { "" } else { ": " }
+                    );
+                }
+                Err(e) => bail!("ENCLU faulted: {e}"),
+            }
+        }
+    }
+
+    /// The output bytes of an ECALL that returned `result`.
+    pub fn output(&mut self, result: i64) -> anyhow::Result<Vec<u8>> {
+        if result <= 0 {
+            return Ok(Vec::new());
+        }
+        let n = usize::try_from((result as u64).min(self.output_size))?;
+        let mut out = vec![0u8; n];
+        self.os.cpu().read(self.out_la, &mut out).map_err(|e| anyhow!("reading the output buffer: {e}"))?;
+        Ok(out)
+    }
 }
