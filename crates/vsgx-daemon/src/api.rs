@@ -2,8 +2,9 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
@@ -39,6 +40,21 @@ impl From<HostError> for ApiError {
 
 pub(crate) type ApiResult = Result<Response, ApiError>;
 
+/// axum's `Path` with its rejections (bad percent-encoding, not UTF-8) answered as JSON errors
+/// like every other error of the API.
+pub(crate) struct UrlPath<T>(pub(crate) T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for UrlPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(e) => Err(ApiError(StatusCode::BAD_REQUEST, format!("path: {}", e.body_text()))),
+        }
+    }
+}
+
 pub(crate) fn json<T: Serialize>(status: StatusCode, value: &T) -> ApiResult {
     Ok((status, axum::Json(value)).into_response())
 }
@@ -55,6 +71,8 @@ struct DomainView {
     memory_map: Vec<RegionInfo>,
     epc_sections: Vec<SectionInfo>,
     agent_mailbox: MailboxView,
+    /// `running`, `stopped` (its vCPU thread ended) or `none` (no vEPC: no SGX guest).
+    guest: &'static str,
     warnings: Vec<String>,
 }
 
@@ -66,7 +84,13 @@ struct MailboxView {
 }
 
 impl DomainView {
-    fn of(g: &Guest) -> Self {
+    fn of(g: &Guest, daemon: &crate::Daemon) -> Self {
+        let guest = match daemon.vms.get(&g.id.0) {
+            Some(running) if running.vm.is_running() => "running",
+            Some(_) => "stopped",
+            None if g.layout.epc_sections.is_empty() => "none",
+            None => "stopped",
+        };
         Self {
             name: g.config.name.clone(),
             domid: g.id.0,
@@ -77,6 +101,7 @@ impl DomainView {
             memory_map: g.layout.memory_map.iter().map(RegionInfo::from).collect(),
             epc_sections: g.layout.epc_sections.iter().map(SectionInfo::from).collect(),
             agent_mailbox: MailboxView { base: g.layout.agent_mailbox.0, size: g.layout.agent_mailbox.1 },
+            guest,
             warnings: g.warnings.iter().map(ToString::to_string).collect(),
         }
     }
@@ -96,7 +121,7 @@ async fn host_info(State(state): State<Shared>) -> ApiResult {
 
 async fn list(State(state): State<Shared>) -> ApiResult {
     let daemon = lock(&state);
-    json(StatusCode::OK, &daemon.host.guests().map(DomainView::of).collect::<Vec<_>>())
+    json(StatusCode::OK, &daemon.host.guests().map(|g| DomainView::of(g, &daemon)).collect::<Vec<_>>())
 }
 
 async fn create(
@@ -115,39 +140,40 @@ async fn create(
     // restart, is not created.
     let undo = |daemon: &mut crate::Daemon, status, message: String| {
         let _ = daemon.host.destroy(&id.to_string());
+        let _ = daemon.persist_quarantine();
         ApiError(status, message)
     };
-    let vm = match boot_guest(guest) {
-        Ok(vm) => vm,
+    let running = match boot_guest(guest) {
+        Ok(running) => running,
         Err(e) => return Err(undo(daemon, StatusCode::INTERNAL_SERVER_ERROR, format!("domain {id}: {e}"))),
     };
     if let Err(e) = daemon.store.put(id, &StoredDomain { file, config: request.config }) {
-        if let Some(vm) = vm {
-            vm.shutdown();
+        if let Some(running) = running {
+            running.stop();
         }
         return Err(undo(daemon, StatusCode::INTERNAL_SERVER_ERROR, format!("state store: {e:#}")));
     }
-    daemon.vms.extend(vm.map(|vm| (id, vm)));
-    json(StatusCode::CREATED, &DomainView::of(daemon.host.find(&id.to_string())?))
+    daemon.vms.extend(running.map(|g| (id, g)));
+    json(StatusCode::CREATED, &DomainView::of(daemon.host.find(&id.to_string())?, daemon))
 }
 
 async fn info(State(state): State<Shared>, UrlPath(dom): UrlPath<String>) -> ApiResult {
     let daemon = lock(&state);
-    json(StatusCode::OK, &DomainView::of(daemon.host.find(&dom)?))
+    json(StatusCode::OK, &DomainView::of(daemon.host.find(&dom)?, &daemon))
 }
 
 async fn destroy(State(state): State<Shared>, UrlPath(dom): UrlPath<String>) -> ApiResult {
     let mut daemon = lock(&state);
     let id = daemon.host.find(&dom)?.id.0;
     daemon.store.remove(id).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("state store: {e:#}")))?;
-    // The guest's vCPU leaves its enclaves before the domain's EPC goes.
-    if let Some(vm) = daemon.vms.remove(&id) {
-        vm.shutdown();
+    // The guest's vCPU leaves its enclaves before the domain's EPC goes. Stopping is prompt (the
+    // vCPU unwinds at its next ENCLU/ENCLS or fuel slice), so it is done under the host lock.
+    if let Some(running) = daemon.vms.remove(&id) {
+        running.stop();
     }
     let destroyed = daemon.host.destroy(&id.to_string());
     // Pages EREMOVE could not remove stay out of service across restarts too.
-    let quarantined = daemon.host.epc().quarantined_pages();
-    if let Err(e) = daemon.store.set_quarantine(&quarantined) {
+    if let Err(e) = daemon.persist_quarantine() {
         return Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("state store: {e:#}")));
     }
     destroyed?;

@@ -6,9 +6,11 @@
 
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::Semaphore;
+
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -16,43 +18,63 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 use vsgx_runtime::{AgentError, AgentLink, EnclaveInfo, ListedState, LoadedEnclave, Status};
 
-use crate::api::{ApiError, ApiResult, json};
+use crate::api::{ApiError, ApiResult, UrlPath, json};
 use crate::{Shared, lock};
 
 /// Largest output an ECALL may return through the API (the agent's limit).
 const MAX_OUTPUT: u32 = vsgx_runtime::MAX_CALL_OUTPUT;
+/// Longest ECALL name the agent takes.
+const MAX_NAME_BYTES: usize = vsgx_runtime::MAX_NAME_BYTES;
 
-/// The guest named or numbered `dom`: its name and the host side of its agent.
-fn agent_of(state: &Shared, dom: &str) -> Result<(String, Arc<Mutex<AgentLink>>), ApiError> {
+/// A guest's agent as a request reaches it.
+struct GuestAgent {
+    name: String,
+    link: Arc<Mutex<AgentLink>>,
+    gate: Arc<Semaphore>,
+}
+
+/// The guest named or numbered `dom` and the host side of its agent.
+fn agent_of(state: &Shared, dom: &str) -> Result<GuestAgent, ApiError> {
     let daemon = lock(state);
     let guest = daemon.host.find(dom)?;
     let name = &guest.config.name;
-    let vm = daemon.vms.get(&guest.id.0).ok_or_else(|| {
+    let running = daemon.vms.get(&guest.id.0).ok_or_else(|| {
         if guest.layout.epc_sections.is_empty() {
             ApiError(
                 StatusCode::CONFLICT,
                 format!("domain {name:?} has no vEPC: enclaves need `epc = MiB` in its config"),
             )
         } else {
-            ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("domain {name:?}: its guest is not running"))
+            not_running(name)
         }
     })?;
-    Ok((guest.config.name.clone(), vm.agent()))
+    Ok(GuestAgent { name: name.clone(), link: running.vm.agent(), gate: Arc::clone(&running.gate) })
 }
 
-/// Runs one agent request on the blocking pool.
+fn not_running(name: &str) -> ApiError {
+    ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("domain {name:?}: its guest is not running"))
+}
+
+/// Runs one agent request: waits (asynchronously, holding no thread) for the guest's gate, then
+/// runs `request` on the blocking pool. A client that goes away while waiting cancels its request.
 async fn with_agent<T: Send + 'static>(
-    name: String,
-    link: Arc<Mutex<AgentLink>>,
-    request: impl FnOnce(&mut AgentLink) -> Result<T, AgentError> + Send + 'static,
+    agent: GuestAgent,
+    request: impl FnOnce(&mut AgentLink, &str) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let outcome = tokio::task::spawn_blocking(move || {
+    let GuestAgent { name, link, gate } = agent;
+    let permit = gate.acquire_owned().await.map_err(|_| not_running(&name))?;
+    let failed = format!("domain {name:?}: the agent request failed");
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let mut link = link.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        request(&mut link)
+        request(&mut link, &name)
     })
     .await
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("domain {name:?}: agent request failed: {e}")))?;
-    outcome.map_err(|e| agent_error(&name, e))
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{failed}: {e}")))?
+}
+
+fn list_enclaves(agent: &mut AgentLink, name: &str) -> Result<Vec<EnclaveInfo>, ApiError> {
+    agent.list().map_err(|e| agent_error(name, e))
 }
 
 /// The HTTP status of a guest's answer.
@@ -156,25 +178,30 @@ pub(crate) async fn load(
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let request: LoadRequest = body(raw)?;
-    let sgxs = base64_field("sgxs", &request.sgxs)?;
-    let sigstruct = base64_field("sigstruct", &request.sigstruct)?;
-    let (name, link) = agent_of(&state, &dom)?;
-    let loaded = with_agent(name, link, move |agent| agent.load(&sgxs, &sigstruct)).await?;
+    let agent = agent_of(&state, &dom)?;
+    // Decoded once the guest's turn has come, on the blocking pool: waiting requests hold only
+    // their base64 text.
+    let loaded = with_agent(agent, move |agent, name| {
+        let sgxs = base64_field("sgxs", &request.sgxs)?;
+        let sigstruct = base64_field("sigstruct", &request.sigstruct)?;
+        agent.load(&sgxs, &sigstruct).map_err(|e| agent_error(name, e))
+    })
+    .await?;
     json(StatusCode::CREATED, &EnclaveView::from(loaded))
 }
 
 /// `GET /v1/domains/{dom}/enclaves`.
 pub(crate) async fn list(State(state): State<Shared>, UrlPath(dom): UrlPath<String>) -> ApiResult {
-    let (name, link) = agent_of(&state, &dom)?;
-    let listed = with_agent(name, link, AgentLink::list).await?;
+    let listed = with_agent(agent_of(&state, &dom)?, list_enclaves).await?;
     json(StatusCode::OK, &listed.into_iter().map(EnclaveView::from).collect::<Vec<_>>())
 }
 
 /// `GET /v1/domains/{dom}/enclaves/{enclave}`.
 pub(crate) async fn info(State(state): State<Shared>, UrlPath((dom, enclave)): UrlPath<(String, String)>) -> ApiResult {
     let id = enclave_id(&enclave)?;
-    let (name, link) = agent_of(&state, &dom)?;
-    let listed = with_agent(name.clone(), link, AgentLink::list).await?;
+    let agent = agent_of(&state, &dom)?;
+    let name = agent.name.clone();
+    let listed = with_agent(agent, list_enclaves).await?;
     let found = listed.into_iter().find(|e| e.enclave == id).ok_or_else(|| {
         ApiError(
             StatusCode::NOT_FOUND,
@@ -197,8 +224,9 @@ pub(crate) async fn destroy(
     UrlPath((dom, enclave)): UrlPath<(String, String)>,
 ) -> ApiResult {
     let id = enclave_id(&enclave)?;
-    let (name, link) = agent_of(&state, &dom)?;
-    let (released_pages, guest_free_pages) = with_agent(name, link, move |agent| agent.destroy(id)).await?;
+    let (released_pages, guest_free_pages) =
+        with_agent(agent_of(&state, &dom)?, move |agent, name| agent.destroy(id).map_err(|e| agent_error(name, e)))
+            .await?;
     json(StatusCode::OK, &DestroyedView { enclave_id: id, released_pages, guest_free_pages })
 }
 
@@ -232,16 +260,26 @@ pub(crate) async fn call(
     let id = enclave_id(&enclave)?;
     let request: CallRequest = body(raw)?;
     let input = base64_field("input", &request.input)?;
+    if request.ecall.len() > MAX_NAME_BYTES {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "request body: ecall is {} bytes long, ECALL names have at most {MAX_NAME_BYTES}",
+                request.ecall.len()
+            ),
+        ));
+    }
     if request.output_capacity > MAX_OUTPUT {
         return Err(ApiError(
             StatusCode::BAD_REQUEST,
             format!("request body: output_capacity {} is above the largest, {MAX_OUTPUT}", request.output_capacity),
         ));
     }
-    let (name, link) = agent_of(&state, &dom)?;
-    let ecall = request.ecall;
-    let cap = request.output_capacity;
-    let called = with_agent(name, link, move |agent| agent.call(id, &ecall, &input, cap)).await?;
+    let (ecall, cap) = (request.ecall, request.output_capacity);
+    let called = with_agent(agent_of(&state, &dom)?, move |agent, name| {
+        agent.call(id, &ecall, &input, cap).map_err(|e| agent_error(name, e))
+    })
+    .await?;
     let view = CallView { result: called.result, output: BASE64.encode(&called.output), aexs: called.aexs };
     Ok((StatusCode::OK, axum::Json(view)).into_response())
 }

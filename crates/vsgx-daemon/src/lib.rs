@@ -51,7 +51,34 @@ pub(crate) struct Daemon {
     pub(crate) host: Host,
     pub(crate) store: Store,
     /// Running guests by domain id.
-    pub(crate) vms: BTreeMap<u32, GuestVm>,
+    pub(crate) vms: BTreeMap<u32, RunningGuest>,
+}
+
+impl Daemon {
+    /// Writes the EPC manager's quarantine to the store: pages EREMOVE could not remove stay out
+    /// of service across restarts. Called after everything that releases EPC.
+    pub(crate) fn persist_quarantine(&self) -> anyhow::Result<()> {
+        self.store.set_quarantine(&self.host.epc().quarantined_pages())
+    }
+}
+
+/// A domain's running guest and the gate that lets one API request at a time reach its agent
+/// (requests wait for it asynchronously, holding no thread).
+pub(crate) struct RunningGuest {
+    pub(crate) vm: GuestVm,
+    pub(crate) gate: Arc<tokio::sync::Semaphore>,
+}
+
+impl RunningGuest {
+    fn new(vm: GuestVm) -> Self {
+        Self { vm, gate: Arc::new(tokio::sync::Semaphore::new(1)) }
+    }
+
+    /// Stops the guest: requests waiting for the gate get 503 at once, the one in flight ends.
+    pub(crate) fn stop(self) {
+        self.gate.close();
+        self.vm.shutdown();
+    }
 }
 
 pub(crate) type Shared = Arc<Mutex<Daemon>>;
@@ -65,7 +92,7 @@ pub(crate) fn lock(state: &Shared) -> std::sync::MutexGuard<'_, Daemon> {
 /// Boots `guest`'s kernel, driver and agent on its vCPU 0. The memory map the guest boots with is
 /// the layout's: RAM is RAM; the MMIO hole (with the agent mailbox) and the vEPC are reserved.
 /// A domain without vEPC runs no SGX guest (`None`): its guest would find no SGX to drive.
-pub(crate) fn boot_guest(guest: &Guest) -> Result<Option<GuestVm>, RuntimeError> {
+pub(crate) fn boot_guest(guest: &Guest) -> Result<Option<RunningGuest>, RuntimeError> {
     if guest.layout.epc_sections.is_empty() {
         return Ok(None);
     }
@@ -74,26 +101,41 @@ pub(crate) fn boot_guest(guest: &Guest) -> Result<Option<GuestVm>, RuntimeError>
         ram: map.iter().filter(|r| r.kind == MemoryType::Ram).map(|r| (r.base, r.size)).collect(),
         reserved: map.iter().filter(|r| r.kind != MemoryType::Ram).map(|r| (r.base, r.size)).collect(),
     };
-    GuestVm::boot(guest.domain(), boot, guest.layout.agent_mailbox.0).map(Some)
+    GuestVm::boot(guest.domain(), boot, guest.layout.agent_mailbox.0).map(|vm| Some(RunningGuest::new(vm)))
 }
 
-/// Binds the socket: refuses when another daemon answers on it, replaces a stale one, mode 0600.
+/// Binds the socket: refuses when another daemon answers on it, replaces a stale one. The socket
+/// is bound inside a fresh 0700 directory next to it, made 0600 there and renamed into place, so
+/// it is never reachable with looser permissions.
 fn bind(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
         bail!("{}: another vsgxd is serving on this socket", path.display());
     }
-    if path.exists() {
-        std::fs::remove_file(path).with_context(|| format!("{}: cannot remove the stale socket", path.display()))?;
-    }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the directory", dir.display()))?;
-    }
-    let listener =
-        tokio::net::UnixListener::bind(path).with_context(|| format!("{}: cannot bind the socket", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("{}: cannot make the socket 0600", path.display()))?;
-    Ok(listener)
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the directory", dir.display()))?;
+    let private = dir.join(format!(".vsgxd-bind-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&private);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private)
+        .with_context(|| format!("{}: cannot create a private directory to bind in", private.display()))?;
+    let staged = private.join("s");
+    let bound = (|| {
+        let listener = tokio::net::UnixListener::bind(&staged)
+            .with_context(|| format!("{}: cannot bind the socket", path.display()))?;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("{}: cannot make the socket 0600", path.display()))?;
+        if path.exists() {
+            std::fs::remove_file(path)
+                .with_context(|| format!("{}: cannot remove the stale socket", path.display()))?;
+        }
+        std::fs::rename(&staged, path)
+            .with_context(|| format!("{}: cannot move the socket into place", path.display()))?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_dir_all(&private);
+    bound
 }
 
 /// Opens the store, brings the host and its stored domains up, and serves until `shutdown`
@@ -144,9 +186,9 @@ pub fn run(
             }
         };
         match boot_guest(guest) {
-            Ok(vm) => {
+            Ok(running) => {
                 log(format_args!("restored domain {} (id {id}) with an empty vEPC", guest.config.name));
-                vms.extend(vm.map(|vm| (id, vm)));
+                vms.extend(running.map(|g| (id, g)));
             }
             Err(e) => {
                 log(format_args!("domain id {id}: {e}; it is not running"));
@@ -157,6 +199,15 @@ pub fn run(
     let epc_mib = host.sgxinfo().epc_total_bytes >> 20;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let state: Shared = Arc::new(Mutex::new(Daemon { host, store, vms }));
+    lock(&state).persist_quarantine()?;
+    // Once asked to stop, stop the guests first: a request stuck in an endless ECALL then ends
+    // (503) instead of keeping the graceful drain waiting forever.
+    let stopping = Arc::clone(&state);
+    let shutdown = async move {
+        shutdown.await;
+        let guests = std::mem::take(&mut lock(&stopping).vms);
+        let _ = tokio::task::spawn_blocking(move || guests.into_values().for_each(RunningGuest::stop)).await;
+    };
     let served = runtime.block_on(async {
         let listener = bind(socket)?;
         log(format_args!("serving on {} ({epc_mib} MiB of EPC)", socket.display()));
@@ -166,12 +217,20 @@ pub fn run(
         let _ = std::fs::remove_file(socket);
         served.context("serving the API")
     });
-    // Guests stop before their domains go (the host drops them with the daemon).
-    let vms = std::mem::take(&mut lock(&state).vms);
-    for vm in vms.into_values() {
-        vm.shutdown();
+    // Guests stop before their domains go; the domains' EPC is released (they stay in the store
+    // and come back at the next start), and what could not be removed stays quarantined.
+    let mut daemon = lock(&state);
+    std::mem::take(&mut daemon.vms).into_values().for_each(RunningGuest::stop);
+    let ids: Vec<u32> = daemon.host.guests().map(|g| g.id.0).collect();
+    for id in ids {
+        if let Err(e) = daemon.host.destroy(&id.to_string()) {
+            log(format_args!("domain id {id}: {e}"));
+        }
     }
+    let persisted = daemon.persist_quarantine();
+    drop(daemon);
     served?;
+    persisted?;
     log(format_args!("stopped"));
     Ok(())
 }

@@ -18,7 +18,8 @@ pub use cpu::StoppableCpu;
 pub use link::{AgentError, AgentLink};
 pub use vm::{GuestVm, RuntimeError};
 pub use vsgx_guest::agent::{
-    CallResult, EnclaveInfo, EpcStats, Failure, ListedState, LoadedEnclave, MAX_CALL_OUTPUT, MAX_IMAGE_BYTES, Status,
+    CallResult, EnclaveInfo, EpcStats, Failure, ListedState, LoadedEnclave, MAX_CALL_OUTPUT, MAX_IMAGE_BYTES,
+    MAX_NAME_BYTES, Status,
 };
 pub use vsgx_guest::kernel::BootInfo;
 

@@ -70,7 +70,7 @@ impl AgentLink {
         self.doorbell.send(()).map_err(|_| down())?;
         match crate::recv_spinning(&self.answered) {
             Ok(Ok(())) => {}
-            Ok(Err(why)) => return Err(AgentError::Down(why)),
+            Ok(Err(why)) => return Err(AgentError::Protocol(why)),
             Err(_) => return Err(down()),
         }
         // Whatever the guest answered while being stopped (its ENCLS/ENCLU fail) is not an answer.

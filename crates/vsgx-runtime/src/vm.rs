@@ -86,6 +86,12 @@ impl GuestVm {
         Arc::clone(&self.link)
     }
 
+    /// Whether vCPU 0 still runs the guest (`false` once its thread ended, e.g. by a panic in
+    /// the model).
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     /// Stops the vCPU: a request in flight ends with an error, the thread exits and is joined.
     pub fn shutdown(mut self) {
         self.stop_and_join();

@@ -248,6 +248,7 @@ fn every_answer_matches_the_openapi_document() {
     let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
     let load = json!({ "sgxs": b64(&sgxs), "sigstruct": b64(&sig) }).to_string();
     let bad_sig = json!({ "sgxs": b64(&sgxs), "sigstruct": b64(&sig[..1000]) }).to_string();
+    let long_name = json!({ "ecall": "x".repeat(300) }).to_string();
     const ENCLAVES: &str = "/v1/domains/{dom}/enclaves";
     const ENCLAVE: &str = "/v1/domains/{dom}/enclaves/{enclave}";
     const CALL: &str = "/v1/domains/{dom}/enclaves/{enclave}/call";
@@ -285,6 +286,8 @@ fn every_answer_matches_the_openapi_document() {
             400,
         ),
         (CALL, "post", post("/v1/domains/web/enclaves/2/call", r#"{"ecall": "hello"}"#), 404),
+        (CALL, "post", post("/v1/domains/web/enclaves/1/call", &long_name), 400),
+        ("/v1/domains/{dom}", "get", get("/v1/domains/%FF"), 400),
         (ENCLAVE, "delete", delete("/v1/domains/web/enclaves/1"), 200),
         (ENCLAVE, "delete", delete("/v1/domains/web/enclaves/1"), 404),
         ("/v1/domains/{dom}", "delete", delete("/v1/domains/web"), 204),

@@ -161,18 +161,50 @@ const SPIN: &str = r#"(module
     (loop $forever (br $forever))
     (i64.const 0)))"#;
 
-#[test]
-fn an_endless_ecall_neither_stalls_the_daemon_nor_outlives_its_guest() {
-    let d = Daemon::start("64@0,64@1");
-    let wat = d.dir.join("spin.wat");
+/// Builds [`SPIN`] into `dir`.
+fn spin_image(dir: &Path) -> (String, String) {
+    let wat = dir.join("spin.wat");
     std::fs::write(&wat, SPIN).unwrap();
-    let out = d.dir.join("spin");
+    let out = dir.join("spin");
     Command::cargo_bin("vsgx")
         .unwrap()
         .args(["enclave", "build", wat.to_str().unwrap(), "--key", KEY, "-o", out.to_str().unwrap()])
         .assert()
         .success();
-    let spin = (format!("{}.sgxs", out.display()), format!("{}.sig", out.display()));
+    (format!("{}.sgxs", out.display()), format!("{}.sig", out.display()))
+}
+
+#[test]
+fn sigterm_stops_the_daemon_even_during_an_endless_ecall() {
+    let mut d = Daemon::start("64");
+    let spin = spin_image(&d.dir);
+    d.vsgx().args(["create", &example("web.cfg")]).assert().success();
+    load(&d, "web", &spin);
+    let mut stuck = d.vsgx();
+    stuck.args(["enclave", "call", "web", "1"]).timeout(std::time::Duration::from_secs(120));
+    let stuck = std::thread::spawn(move || stuck.output().unwrap());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let term = std::process::Command::new("kill").args(["-TERM", &d.child.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    // Bounded wait, so a hang fails the test instead of stalling it.
+    let mut status = None;
+    for _ in 0..6000 {
+        status = d.child.try_wait().unwrap();
+        if status.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let status = status.expect("vsgxd stops within a minute of SIGTERM despite the endless ECALL");
+    assert!(status.success(), "{status}");
+    let out = stuck.join().unwrap();
+    assert!(!out.status.success(), "the endless call cannot succeed");
+}
+
+#[test]
+fn an_endless_ecall_neither_stalls_the_daemon_nor_outlives_its_guest() {
+    let d = Daemon::start("64@0,64@1");
+    let spin = spin_image(&d.dir);
     let hello = build(&d.dir, "hello", &[]);
     d.vsgx().args(["create", &example("web.cfg")]).assert().success();
     let other = d.dir.join("other.cfg");
