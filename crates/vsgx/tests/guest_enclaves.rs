@@ -56,12 +56,21 @@ fn enclaves_load_and_run_inside_a_guest() {
     assert_eq!(call(&d, "web", &h, &["--input", "guest"]), b"Hello, GUEST");
     assert_eq!(call(&d, "1", &h, &["--call", "hello", "--input", ""]), b"Hello, ");
 
+    // An image larger than the mailbox's 1 MiB payload area goes up in chunks (UPLOAD + LOAD_STAGED).
+    let big_dir = d.dir.join("big");
+    std::fs::create_dir(&big_dir).unwrap();
+    let big = build(&big_dir, "hello", &["--heap", "3M"]);
+    assert!(std::fs::metadata(&big.0).unwrap().len() > 3 << 20);
+    let b = load(&d, "web", &big);
+    assert_eq!(call(&d, "web", &b, &["--input", "big"]), b"Hello, BIG");
+    d.vsgx().args(["enclave", "destroy", "web", &b["enclave_id"].to_string()]).assert().success();
+
     // State lives as long as the enclave does: two increments in one guest enclave count to 2.
     let c = load(&d, "web", &counter);
-    assert_eq!(c["enclave_id"], 2);
+    assert_eq!(c["enclave_id"], 3);
     call(&d, "web", &c, &["--call", "increment"]);
     assert_eq!(call(&d, "web", &c, &["--call", "increment"]), 2u64.to_le_bytes());
-    let json_call = d.vsgx().args(["enclave", "call", "web", "2", "--call", "get", "--json"]).assert().success();
+    let json_call = d.vsgx().args(["enclave", "call", "web", "3", "--call", "get", "--json"]).assert().success();
     let json_call: Value = serde_json::from_slice(&json_call.get_output().stdout).unwrap();
     assert_eq!((json_call["result"].as_i64(), json_call["output_hex"].as_str()), (Some(8), Some("0200000000000000")));
 
@@ -72,7 +81,7 @@ fn enclaves_load_and_run_inside_a_guest() {
         .iter()
         .map(|e| (e["enclave_id"].as_u64().unwrap(), e["state"].as_str().unwrap(), e["epc_pages"].as_u64().unwrap()))
         .collect();
-    assert_eq!(listed.iter().map(|e| (e.0, e.1)).collect::<Vec<_>>(), [(1, "ready"), (2, "ready")]);
+    assert_eq!(listed.iter().map(|e| (e.0, e.1)).collect::<Vec<_>>(), [(1, "ready"), (3, "ready")]);
     assert!(listed.iter().all(|e| e.2 > 0));
     d.vsgx().args(["enclave", "list", "web"]).assert().success().stdout(contains("hello").and(contains("increment")));
     // The host's view does not change: a static vEPC is backed whole from creation.
@@ -91,7 +100,7 @@ fn enclaves_load_and_run_inside_a_guest() {
         .stderr(contains("bad enclave image: record 0"));
     d.vsgx().args(["enclave", "call", "web", "9"]).assert().failure().stderr(contains("no enclave 9"));
     d.vsgx().args(["enclave", "call", "web", "1", "--call", "nope"]).assert().failure().stderr(contains("no ECALL"));
-    d.vsgx().args(["enclave", "call", "web", "2"]).assert().failure().stderr(contains("several ECALLs"));
+    d.vsgx().args(["enclave", "call", "web", "3"]).assert().failure().stderr(contains("several ECALLs"));
     d.vsgx().args(["enclave", "list", "db"]).assert().failure().stderr(contains("no domain \"db\""));
     let plain = d.dir.join("plain.cfg");
     std::fs::write(&plain, "name = 'plain'\nmemory = 64\n").unwrap();
