@@ -593,3 +593,44 @@ fn random_mailbox_bytes_never_panic_the_agent() {
         assert_eq!(g.call(1, "hello", b"fuzz", 64).unwrap().output, b"Hello, FUZZ");
     }
 }
+
+/// The host side reads what a guest wrote, and the guest may be hostile: any response header and
+/// payload decode to a reply or a `CodecError`, never a panic, and a reply never claims more
+/// payload than the mailbox holds.
+#[test]
+fn hostile_responses_never_panic_the_host_decoder() {
+    let strategy = (
+        0u16..10,
+        prop_oneof![Just(STATE_RESPONSE), any::<u32>()],
+        0u32..20,
+        prop::collection::vec(any::<u8>(), 0..600),
+        prop_oneof![Just(None), any::<u32>().prop_map(Some)],
+    );
+    let mut runner = TestRunner::new(Config { cases: 3000, failure_persistence: None, ..Config::default() });
+    runner
+        .run(&strategy, |(kind, state, status, payload, claimed_len)| {
+            let header = Header {
+                magic: MAGIC,
+                version: 1,
+                kind,
+                state,
+                sequence: 7,
+                payload_len: claimed_len.unwrap_or(payload.len() as u32),
+                status,
+            };
+            let mut mailbox = vec![0u8; HEADER_SIZE];
+            mailbox[..HEADER_LEN].copy_from_slice(&header.encode());
+            mailbox.extend_from_slice(&payload);
+            if let Ok(reply) = decode_response(&mailbox) {
+                prop_assert_eq!((reply.sequence, reply.kind), (7, kind));
+                if let Ok(Response::Called(c)) = &reply.outcome {
+                    prop_assert!(c.output.len() <= payload.len());
+                }
+                if let Ok(Response::Listed(list)) = &reply.outcome {
+                    prop_assert!(list.len() <= payload.len());
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+}
