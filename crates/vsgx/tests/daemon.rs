@@ -58,7 +58,7 @@ fn guests_take_epc_until_it_runs_out_and_destroy_returns_every_page() {
         .args(["info", "1"])
         .assert()
         .success()
-        .stdout(contains("domain web (id 1").and(contains("guest agent mailbox at 0xf0000000 (2 MiB")));
+        .stdout(contains("domain web (id 1").and(contains("guest running; agent mailbox at 0xf0000000 (2 MiB")));
     d.vsgx().args(["info", "nope"]).assert().failure().stderr(contains("no domain"));
 
     d.vsgx().args(["destroy", "web"]).assert().success();

@@ -105,6 +105,15 @@ fn enclaves_load_and_run_inside_a_guest() {
     let plain = d.dir.join("plain.cfg");
     std::fs::write(&plain, "name = 'plain'\nmemory = 64\n").unwrap();
     d.vsgx().args(["create", plain.to_str().unwrap()]).assert().success();
+    let guests: Vec<(String, String)> = d
+        .json(&["list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| (g["name"].as_str().unwrap().to_owned(), g["guest"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(guests, [("web".to_owned(), "running".to_owned()), ("plain".to_owned(), "none".to_owned())]);
+    d.vsgx().arg("list").assert().success().stdout(contains("running").and(contains("none")));
     d.vsgx()
         .args(["enclave", "load", "plain", &hello.0, "--sig", &hello.1])
         .assert()

@@ -193,15 +193,16 @@ pub fn list(client: &Client, json: bool) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<16}  {:>5}  {:>9}  {:>5}  {:>8}", "name", "id", "memory", "vcpus", "vEPC");
+    println!("{:<16}  {:>5}  {:>9}  {:>5}  {:>8}  guest", "name", "id", "memory", "vcpus", "vEPC");
     for d in v.as_array().into_iter().flatten() {
         println!(
-            "{:<16}  {:>5}  {:>5} MiB  {:>5}  {:>4} MiB",
+            "{:<16}  {:>5}  {:>5} MiB  {:>5}  {:>4} MiB  {}",
             d["name"].as_str().unwrap_or("?"),
             u(d, "domid"),
             u(d, "memory_mib"),
             u(d, "vcpus"),
-            u(d, "epc_bytes") / MIB
+            u(d, "epc_bytes") / MIB,
+            d["guest"].as_str().unwrap_or("?")
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -234,7 +235,12 @@ pub fn info(client: &Client, dom: &str, sgx: bool, json: bool) -> anyhow::Result
         println!("{base:#018x}  {:#018x}  {:>6} MiB  {}", base + size, size / MIB, r["type"].as_str().unwrap_or("?"));
     }
     let mailbox = &v["agent_mailbox"];
-    println!("guest agent mailbox at {:#x} ({} MiB, in the MMIO hole)", u(mailbox, "base"), u(mailbox, "size") / MIB);
+    println!(
+        "guest {}; agent mailbox at {:#x} ({} MiB, in the MMIO hole)",
+        v["guest"].as_str().unwrap_or("?"),
+        u(mailbox, "base"),
+        u(mailbox, "size") / MIB
+    );
     if sgx {
         let e = &v["sgx"];
         println!(
