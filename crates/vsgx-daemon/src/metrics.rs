@@ -3,6 +3,8 @@
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 
+use vsgx_isa::leaf::Encls;
+
 use crate::{Shared, lock};
 
 /// Prometheus text: EPC per section and per domain.
@@ -12,12 +14,13 @@ pub(crate) async fn metrics(State(state): State<Shared>) -> Response {
     let host = &daemon.host;
     let stats = host.epc().stats();
     let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, rows: Vec<(String, u64)>| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+    let mut family = |kind: &str, name: &str, help: &str, rows: Vec<(String, u64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (labels, v) in rows {
             let _ = writeln!(out, "{name}{labels} {v}");
         }
     };
+    let mut gauge = |name: &str, help: &str, rows: Vec<(String, u64)>| family("gauge", name, help, rows);
     let section = |i: usize, node: u32| format!("{{section=\"{i}\",node=\"{node}\"}}");
     let sections = &stats.per_section;
     gauge(
@@ -51,5 +54,31 @@ pub(crate) async fn metrics(State(state): State<Shared>) -> Response {
             .collect();
         gauge(name, help, rows);
     }
+    let guests: Vec<_> = host.guests().collect();
+    let label = |g: &vsgx_toolstack::lifecycle::Guest| format!("domain=\"{}\",domid=\"{}\"", g.config.name, g.id.0);
+    gauge(
+        "vsgx_domain_guest_running",
+        "1 while the domain's SGX guest runs on its vCPU 0 (0: stopped, or no vEPC).",
+        guests
+            .iter()
+            .map(|g| {
+                (format!("{{{}}}", label(g)), u64::from(daemon.vms.get(&g.id.0).is_some_and(|r| r.vm.is_running())))
+            })
+            .collect(),
+    );
+    let exits = [Encls::Ecreate, Encls::Einit]
+        .into_iter()
+        .flat_map(|leaf| {
+            guests.iter().map(move |g| {
+                (format!("{{{},leaf=\"{}\"}}", label(g), leaf.name()), g.domain().shared().exits.get(leaf))
+            })
+        })
+        .collect();
+    family(
+        "counter",
+        "vsgx_domain_encls_exits_total",
+        "ENCLS leaves the hypervisor trapped and emulated for the domain (ECREATE, EINIT).",
+        exits,
+    );
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -84,6 +84,22 @@ fn enclaves_load_and_run_inside_a_guest() {
     assert_eq!(listed.iter().map(|e| (e.0, e.1)).collect::<Vec<_>>(), [(1, "ready"), (3, "ready")]);
     assert!(listed.iter().all(|e| e.2 > 0));
     d.vsgx().args(["enclave", "list", "web"]).assert().success().stdout(contains("hello").and(contains("increment")));
+    // Metrics: the guest runs, and the hypervisor trapped one ECREATE and one EINIT per load (the
+    // embedded host has FLC, so EINIT exits; ECREATE exits because PROVISIONKEY is policed).
+    let (status, metrics) = d.raw("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("vsgx_domain_guest_running{domain=\"web\",domid=\"1\"} 1"), "{metrics}");
+    for leaf in ["ECREATE", "EINIT"] {
+        let line = format!("vsgx_domain_encls_exits_total{{domain=\"web\",domid=\"1\",leaf=\"{leaf}\"}} ");
+        let count: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .unwrap_or_else(|| panic!("{line} in {metrics}"))
+            .parse()
+            .unwrap();
+        assert!(count >= 3, "{leaf}: {count} exits for three loads");
+    }
+
     // The host's view does not change: a static vEPC is backed whole from creation.
     assert_eq!(d.json(&["sgxlist", "web"]), empty_guest);
 
