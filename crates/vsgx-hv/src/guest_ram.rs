@@ -4,6 +4,11 @@
 use vm_memory::bitmap::{AtomicBitmap, Bitmap};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
+/// Most guest RAM one domain may have: 16 TiB. Pages cost nothing until touched, but the dirty
+/// log is a bitmap of one bit per page allocated up front (512 MiB of address space at the limit);
+/// beyond it the allocation could fail, and an allocation failure aborts the process.
+pub const MAX_GUEST_RAM: u64 = 16 << 40;
+
 /// Guest RAM regions of one domain.
 #[derive(Debug)]
 pub struct GuestRam {
@@ -30,6 +35,13 @@ impl GuestRam {
     /// RAM over `regions` (`(gpa, size)`, page aligned, non-overlapping). Host memory is only
     /// committed for pages the guest touches.
     pub fn new(regions: &[(u64, u64)]) -> Result<Self, RamError> {
+        let total = regions.iter().try_fold(0u64, |sum, &(_, size)| sum.checked_add(size));
+        if total.is_none_or(|total| total > MAX_GUEST_RAM) {
+            return Err(RamError(format!(
+                "{} bytes of RAM asked, a guest may have at most {MAX_GUEST_RAM} (16 TiB)",
+                total.map_or_else(|| "more than 2^64".to_owned(), |t| t.to_string())
+            )));
+        }
         let ranges: Vec<(GuestAddress, usize)> = regions.iter().map(|&(b, s)| (GuestAddress(b), s as usize)).collect();
         let memory = GuestMemoryMmap::<AtomicBitmap>::from_ranges(&ranges).map_err(|e| RamError(e.to_string()))?;
         Ok(Self { memory, regions: regions.to_vec() })
@@ -71,5 +83,18 @@ impl GuestRam {
             }
         }
         pages
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn more_than_16_tib_is_refused_before_anything_is_allocated() {
+        let err = GuestRam::new(&[(0, MAX_GUEST_RAM), (MAX_GUEST_RAM, 4096)]).unwrap_err();
+        assert!(err.to_string().contains("at most 17592186044416 (16 TiB)"), "{err}");
+        let err = GuestRam::new(&[(0, u64::MAX), (0, u64::MAX)]).unwrap_err();
+        assert!(err.to_string().contains("more than 2^64"), "{err}");
     }
 }

@@ -74,7 +74,8 @@ mod syntax;
 use std::fmt;
 
 pub use guest::{
-    Action, EpcPolicy, EpcSectionConfig, GuestConfig, GuestType, Parsed, Uuid, VSGX_UUID_NAMESPACE, known_keys,
+    Action, EpcPolicy, EpcSectionConfig, GuestConfig, GuestType, MAX_MEMORY_MIB, Parsed, Uuid, VSGX_UUID_NAMESPACE,
+    known_keys,
 };
 pub use syntax::{MAX_LIST_DEPTH, Setting, Value, ValueKind, XlConfig};
 

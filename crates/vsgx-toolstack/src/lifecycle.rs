@@ -217,6 +217,20 @@ mod tests {
     }
 
     #[test]
+    fn the_largest_guest_the_config_allows_is_one_the_hypervisor_creates() {
+        let mut host = host();
+        let max = crate::config::MAX_MEMORY_MIB;
+        let text = format!("name = 'max'\nmemory = {max}\nepc = 1\n");
+        assert_eq!(
+            host.create("max.cfg", &text).unwrap().domain().spec().ram.iter().map(|r| r.1).sum::<u64>() >> 20,
+            max + 2
+        );
+        host.destroy("max").unwrap();
+        let err = host.create("max.cfg", &format!("name = 'max'\nmemory = {}\n", max + 1)).unwrap_err();
+        assert!(err.is_request_error() && err.to_string().contains("must be from 1 to"), "{err}");
+    }
+
+    #[test]
     fn request_errors_change_nothing() {
         let mut host = host();
         host.create("a.cfg", "name = 'a'\nepc = 8\n").unwrap();

@@ -40,8 +40,10 @@ pub fn known_keys() -> &'static [&'static str] {
 
 /// `memory` when absent, in MiB (xl's default).
 pub const DEFAULT_MEMORY_MIB: u64 = 128;
-/// Largest `memory`/`maxmem`, in MiB (4 PiB; the layout also checks the 52-bit address width).
-pub const MAX_MEMORY_MIB: u64 = 1 << 32;
+/// Largest `memory`/`maxmem`, in MiB: the 16 TiB `vsgx-hv` gives one guest
+/// ([`vsgx_hv::guest_ram::MAX_GUEST_RAM`]: guest RAM is sparse, but its dirty log costs the host
+/// address space up front) less the agent mailbox, which is domain memory too.
+pub const MAX_MEMORY_MIB: u64 = (vsgx_hv::guest_ram::MAX_GUEST_RAM - crate::layout::AGENT_MAILBOX_SIZE) >> 20;
 /// `mmio_hole` when absent, in MiB.
 pub const DEFAULT_MMIO_HOLE_MIB: u64 = 256;
 /// Smallest and largest `mmio_hole`, in MiB (xl.cfg(5)'s bounds).
