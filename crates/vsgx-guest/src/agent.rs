@@ -1157,6 +1157,13 @@ impl<C: Cpu> Agent<C> {
                         aexs: outcome.aexs,
                         output: outcome.output,
                     })),
+                    Err(GuestError::NoSuchEcall) if !managed.runs_here() => Err(Failure::new(
+                        Status::NO_SUCH_ECALL,
+                        format!(
+                            "enclave {enclave} has no ECALLs: its code is not WebAssembly, so it is initialized but \
+                             cannot run on this model"
+                        ),
+                    )),
                     Err(GuestError::NoSuchEcall) => Err(Failure::new(
                         Status::NO_SUCH_ECALL,
                         format!("enclave {enclave} has no ECALL {ecall:?} (it has: {})", managed.ecalls().join(", ")),
@@ -1246,6 +1253,9 @@ fn no_enclave(id: u32) -> Failure {
 
 fn status_of(e: &GuestError) -> Status {
     match e {
+        // #GP from building the enclave means the SECS or a SECINFO the image and its SIGSTRUCT
+        // describe is invalid (size, SSA frame size, ATTRIBUTES, XFRM, page types): a bad image.
+        GuestError::Leaf("ECREATE" | "EADD" | "EEXTEND", Exception::GeneralProtection(_)) => Status::BAD_IMAGE,
         GuestError::NoSuchEnclave(_) => Status::NO_SUCH_ENCLAVE,
         GuestError::NoSuchEcall => Status::NO_SUCH_ECALL,
         GuestError::Image(_) | GuestError::Header(_) | GuestError::BadSigstruct | GuestError::NoTcs(_) => {
@@ -1273,7 +1283,15 @@ fn guest_failure(enclave: u32, e: &GuestError) -> Failure {
 }
 
 fn load_failure(e: &GuestError) -> Failure {
-    Failure::new(status_of(e), format!("cannot load the enclave: {e}"))
+    let hint = match e {
+        GuestError::Leaf("ECREATE", Exception::GeneralProtection(_)) => {
+            " (the SECS its SGXS and SIGSTRUCT describe is invalid: size, SSA frame size, ATTRIBUTES, XFRM or \
+             MISCSELECT)"
+        }
+        GuestError::Leaf("EADD", Exception::GeneralProtection(_)) => " (a page's SECINFO in the SGXS is invalid)",
+        _ => "",
+    };
+    Failure::new(status_of(e), format!("cannot load the enclave: {e}{hint}"))
 }
 
 #[cfg(test)]

@@ -103,6 +103,9 @@ pub enum GuestError {
     Sgx2(&'static str, SgxError),
 }
 
+/// [`image_header`]'s complaint when the image has no page at offset 0.
+pub const NO_HEADER_PAGE: &str = "no header page at offset 0";
+
 /// The ABI header of a vsgx WebAssembly enclave image (the page at offset 0).
 pub fn image_header(sgxs: &[u8]) -> Result<Header, GuestError> {
     let plan = LoadPlan::from_sgxs(sgxs).map_err(GuestError::Image)?;
@@ -110,6 +113,6 @@ pub fn image_header(sgxs: &[u8]) -> Result<Header, GuestError> {
         .pages
         .iter()
         .find(|p| p.offset == 0)
-        .ok_or(GuestError::Header(wasm_abi::HeaderError::Layout("no header page at offset 0")))?;
+        .ok_or(GuestError::Header(wasm_abi::HeaderError::Layout(NO_HEADER_PAGE)))?;
     Header::decode(&page.content).map_err(GuestError::Header)
 }

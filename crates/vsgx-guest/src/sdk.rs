@@ -10,8 +10,8 @@ use vsgx_isa::cpu::{AexCause, Cpu, EnclaveExit, Exception, Gprs};
 use vsgx_isa::leaf::Enclu;
 use vsgx_isa::{ArchStruct, Sigstruct, wasm_abi};
 
-use crate::GuestError;
 use crate::driver::{Driver, EnclaveId, EnclaveState};
+use crate::{GuestError, NO_HEADER_PAGE};
 
 /// Where untrusted code resumes after an AEX and returns after EEXIT (any canonical address
 /// outside every enclave; the model does not execute untrusted code).
@@ -158,7 +158,9 @@ pub struct ManagedEnclave<C: Cpu> {
     id: EnclaveId,
     sgxs: Vec<u8>,
     sig: Sigstruct,
-    header: wasm_abi::Header,
+    /// The WebAssembly header; `None` for an enclave whose code is not WebAssembly (x86 code from
+    /// another toolchain): it loads and initializes, but nothing of it can run on this model.
+    header: Option<wasm_abi::Header>,
     reprovision: Option<Reprovision<C>>,
     rebuilds: u32,
 }
@@ -178,7 +180,14 @@ impl<C: Cpu> ManagedEnclave<C> {
         reprovision: Option<Reprovision<C>>,
     ) -> Result<Self, GuestError> {
         let sig = Sigstruct::from_bytes(sig).map_err(|_| GuestError::BadSigstruct)?;
-        let header = crate::image_header(sgxs)?;
+        let header = match crate::image_header(sgxs) {
+            Ok(header) => Some(header),
+            // Any valid SGXS + SIGSTRUCT pair loads (DESIGN §8), WebAssembly or not.
+            Err(GuestError::Header(wasm_abi::HeaderError::Magic | wasm_abi::HeaderError::Layout(NO_HEADER_PAGE))) => {
+                None
+            }
+            Err(e) => return Err(e),
+        };
         let id = driver.load(sgxs, &sig)?;
         Ok(Self { id, sgxs: sgxs.to_vec(), sig, header, reprovision, rebuilds: 0 })
     }
@@ -193,9 +202,14 @@ impl<C: Cpu> ManagedEnclave<C> {
         self.rebuilds
     }
 
-    /// The ECALL names.
+    /// The ECALL names (none when the enclave's code is not WebAssembly).
     pub fn ecalls(&self) -> &[alloc::string::String] {
-        &self.header.ecalls
+        self.header.as_ref().map_or(&[], |h| &h.ecalls)
+    }
+
+    /// Whether the enclave's code is WebAssembly, i.e. can run here.
+    pub fn runs_here(&self) -> bool {
+        self.header.is_some()
     }
 
     /// Calls ECALL `name`. If the enclave was lost, it is torn down, rebuilt from its image,
@@ -207,7 +221,7 @@ impl<C: Cpu> ManagedEnclave<C> {
         input: &[u8],
         out_cap: usize,
     ) -> Result<CallOutcome, GuestError> {
-        let ecall = self.header.ecall(name).ok_or(GuestError::NoSuchEcall)? as u64;
+        let ecall = self.header.as_ref().and_then(|h| h.ecall(name)).ok_or(GuestError::NoSuchEcall)? as u64;
         match driver.call(self.id, ecall, input, out_cap) {
             Err(GuestError::EnclaveLost(_)) if self.reprovision.is_some() => {
                 self.rebuild(driver)?;

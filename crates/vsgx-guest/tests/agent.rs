@@ -28,6 +28,7 @@ use vsgx_isa::signing::SigningKey;
 
 const KEY: &str = include_str!("../../vsgx-isa/tests/data/test-key.pem");
 const FORTANIX_SGXS: &[u8] = include_bytes!("../../../testdata/fortanix-test-enclave.sgxs");
+const FORTANIX_SIG: &[u8] = include_bytes!("../../../testdata/fortanix-test-enclave.sig");
 const RAM: u64 = 256 << 20;
 const EPC_GPA: u64 = 0x1_0000_0000;
 /// The mailbox: the start of a 2 MiB hole in the RAM the guest kernel manages (the toolstack
@@ -410,7 +411,7 @@ fn malformed_requests_get_an_error_and_the_next_request_works() {
         ),
         ("garbage SGXS", raw(1, &garbage_load), Status::BAD_IMAGE, "cannot load"),
         ("short SIGSTRUCT", raw(1, &short_sig), Status::BAD_IMAGE, "SIGSTRUCT"),
-        ("not a WebAssembly enclave", raw(1, &not_wasm), Status::BAD_IMAGE, "WebAssembly"),
+        ("an x86 enclave with another's SIGSTRUCT", raw(1, &not_wasm), Status::EINIT_REFUSED, "EINIT"),
         ("SIGSTRUCT of another enclave", raw(1, &wrong_sig), Status::EINIT_REFUSED, "EINIT"),
         ("UPLOAD leaving a gap", raw(6, &upload_gap), Status::MALFORMED, "offset 5, but 0 bytes are staged"),
         ("LOAD_STAGED with nothing staged", raw(7, &staged_sig), Status::MALFORMED, "no image is staged"),
@@ -633,4 +634,34 @@ fn hostile_responses_never_panic_the_host_decoder() {
             Ok(())
         })
         .unwrap();
+}
+
+/// Any valid SGXS + SIGSTRUCT pair loads (DESIGN §8): the Fortanix test enclave (x86 code, made by
+/// another toolchain) initializes in the guest, is listed, cannot be called, and is destroyed.
+#[test]
+fn an_enclave_that_is_not_webassembly_loads_but_cannot_be_called() {
+    let epc = manager(21);
+    let mut g = Guest::new(&epc, 8, 16);
+    let loaded = g
+        .load(&Image {
+            sgxs: FORTANIX_SGXS.to_vec(),
+            sig: FORTANIX_SIG.to_vec(),
+            mrenclave: [0; 32],
+            mrsigner: [0; 32],
+            pages: 0,
+        })
+        .unwrap();
+    assert!(loaded.ecalls.is_empty());
+    let sig = vsgx_isa::Sigstruct::from_bytes(FORTANIX_SIG).unwrap();
+    assert_eq!(loaded.mrenclave, sig.enclavehash);
+    assert_failure(
+        g.send(&Request::Call { enclave: loaded.enclave, ecall: "main", input: b"", output_capacity: 16 }),
+        Status::NO_SUCH_ECALL,
+        "not WebAssembly",
+    );
+    let listed = g.list();
+    assert_eq!((listed.len(), listed[0].state), (1, ListedState::Ready));
+    assert!(g.destroy(loaded.enclave).unwrap().0 > 0);
+    let stats = g.stats();
+    assert_eq!(stats.free_pages, stats.total_pages);
 }

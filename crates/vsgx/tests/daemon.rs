@@ -248,6 +248,8 @@ fn every_answer_matches_the_openapi_document() {
     let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
     let load = json!({ "sgxs": b64(&sgxs), "sigstruct": b64(&sig) }).to_string();
     let bad_sig = json!({ "sgxs": b64(&sgxs), "sigstruct": b64(&sig[..1000]) }).to_string();
+    // A SIGSTRUCT of zeros: ECREATE refuses the SECS it describes (#GP: XFRM without x87/SSE).
+    let zero_sig = json!({ "sgxs": b64(&sgxs), "sigstruct": b64(&[0; 1808]) }).to_string();
     let long_name = json!({ "ecall": "x".repeat(300) }).to_string();
     const ENCLAVES: &str = "/v1/domains/{dom}/enclaves";
     const ENCLAVE: &str = "/v1/domains/{dom}/enclaves/{enclave}";
@@ -270,6 +272,7 @@ fn every_answer_matches_the_openapi_document() {
         (ENCLAVES, "post", post("/v1/domains/web/enclaves", &load), 201),
         (ENCLAVES, "post", post("/v1/domains/web/enclaves", r#"{"sgxs": "!", "sigstruct": ""}"#), 400),
         (ENCLAVES, "post", post("/v1/domains/web/enclaves", &bad_sig), 422),
+        (ENCLAVES, "post", post("/v1/domains/web/enclaves", &zero_sig), 422),
         (ENCLAVES, "post", post("/v1/domains/plain/enclaves", &load), 409),
         (ENCLAVES, "post", post("/v1/domains/nope/enclaves", &load), 404),
         (ENCLAVES, "get", get("/v1/domains/web/enclaves"), 200),

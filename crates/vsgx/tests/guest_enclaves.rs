@@ -103,6 +103,26 @@ fn enclaves_load_and_run_inside_a_guest() {
     // The host's view does not change: a static vEPC is backed whole from creation.
     assert_eq!(d.json(&["sgxlist", "web"]), empty_guest);
 
+    // Any valid SGXS + SIGSTRUCT pair loads, WebAssembly or not: the Fortanix test enclave (x86
+    // code) initializes in the guest with the MRENCLAVE its SIGSTRUCT names, but cannot be called.
+    let testdata = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata");
+    let fortanix = (
+        testdata.join("fortanix-test-enclave.sgxs").to_str().unwrap().to_owned(),
+        testdata.join("fortanix-test-enclave.sig").to_str().unwrap().to_owned(),
+    );
+    let f = load(&d, "web", &fortanix);
+    assert_eq!(f["ecalls"], serde_json::json!([]));
+    let shown = d.vsgx().args(["sigstruct", "show", &fortanix.1, "--json"]).assert().success();
+    let shown: Value = serde_json::from_slice(&shown.get_output().stdout).unwrap();
+    assert_eq!(f["mrenclave"], shown["enclavehash"], "{shown}");
+    let fid = f["enclave_id"].to_string();
+    d.vsgx()
+        .args(["enclave", "call", "web", &fid, "--call", "main"])
+        .assert()
+        .failure()
+        .stderr(contains("not WebAssembly"));
+    d.vsgx().args(["enclave", "destroy", "web", &fid]).assert().success();
+
     // Refusals, each one line naming what is wrong.
     d.vsgx()
         .args(["enclave", "load", "web", &hello.0, "--sig", &counter.1])
