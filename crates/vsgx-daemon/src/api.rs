@@ -199,8 +199,27 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// Largest request body (a config, or later an enclave image in base64): 64 MiB.
-const MAX_BODY: usize = 64 << 20;
+/// Largest request body: the largest enclave image the guest agent takes
+/// ([`vsgx_runtime::MAX_IMAGE_BYTES`], 64 MiB), in base64 (4/3), with 1 MiB for the SIGSTRUCT and
+/// the JSON around it: 86 MiB.
+pub(crate) const MAX_BODY: usize = (vsgx_runtime::MAX_IMAGE_BYTES as usize).div_ceil(3) * 4 + (1 << 20);
+
+/// Answers 413 from the headers when the declared body is over [`MAX_BODY`], before reading it.
+async fn refuse_oversized(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(len) if len > MAX_BODY as u64 => ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body: {len} bytes declared, the limit is {MAX_BODY}"),
+        )
+        .into_response(),
+        _ => next.run(request).await,
+    }
+}
 
 pub(crate) fn router(state: Shared) -> Router {
     Router::new()
@@ -216,5 +235,6 @@ pub(crate) fn router(state: Shared) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(refuse_oversized))
         .with_state(state)
 }

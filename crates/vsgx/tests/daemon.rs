@@ -84,6 +84,13 @@ fn malformed_requests_get_4xx_with_a_message_and_the_daemon_keeps_serving() {
             405,
             "method",
         ),
+        // Over the body limit (86 MiB: a 64 MiB image in base64, and room): refused from the header.
+        (
+            "POST /v1/domains/a/enclaves HTTP/1.1\r\nHost: x\r\nContent-Length: 200000000\r\nConnection: close\r\n\r\n"
+                .to_owned(),
+            413,
+            "request body",
+        ),
     ];
     for (request, status, message) in cases {
         let (got, body) = d.raw(&request);
