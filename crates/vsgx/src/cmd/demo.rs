@@ -172,6 +172,9 @@ fn scenario(client: &Client, dir: &Path) -> anyhow::Result<()> {
     }
     shell("vsgx sgxlist");
     host::sgxlist(client, None, false)?;
+    say("What web sees: an E820-style map with its vEPC reserved at 4 GiB (CPUID 0x12 and ACPI INT0E0C agree)");
+    shell("vsgx info web");
+    host::info(client, "web", false, false)?;
     let (free, _) = epc_free(client)?;
     ensure!(free == 0, "web and numa together take every EPC page, {free} bytes are still free");
 
