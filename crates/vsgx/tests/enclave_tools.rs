@@ -480,6 +480,17 @@ fn build_and_run_a_webassembly_enclave() {
         .assert()
         .success()
         .stdout("Hello, WORLD");
+    // `--input-file -` reads standard input.
+    vsgx()
+        .args(["enclave", "run"])
+        .arg(dir.path().join("a.sgxs"))
+        .arg("--sig")
+        .arg(dir.path().join("a.sig"))
+        .args(["--input-file", "-"])
+        .write_stdin("piped")
+        .assert()
+        .success()
+        .stdout("Hello, PIPED");
     let v = json_of(
         vsgx()
             .args(["enclave", "run", "--json", "--call", "hello", "--input", "json"])

@@ -193,6 +193,14 @@ fn sealed_data_unseals_after_a_daemon_restart_and_not_on_another_host() {
     let s = load(&second, "web", &sealer);
     let unseal = ["--call", "unseal", "--input-file", blob_file.to_str().unwrap()];
     assert_eq!(call(&second, "web", &s, &unseal), b"the secret");
+    // The same through standard input (`--input-file -`).
+    second
+        .vsgx()
+        .args(["enclave", "call", "web", &s["enclave_id"].to_string(), "--call", "unseal", "--input-file", "-"])
+        .write_stdin(blob.clone())
+        .assert()
+        .success()
+        .stdout("the secret");
     drop(second);
 
     // Another host (another state directory): other fused secrets, so the blob does not open.

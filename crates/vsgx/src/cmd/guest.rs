@@ -43,7 +43,7 @@ pub struct CallArgs {
     /// Input bytes, as text.
     #[arg(long, conflicts_with = "input_file")]
     pub input: Option<String>,
-    /// Input bytes, from a file.
+    /// Input bytes, from a file (`-`: standard input).
     #[arg(long, value_name = "F")]
     pub input_file: Option<PathBuf>,
     /// Output buffer size (at most 1 MiB − 16 bytes, the guest agent's limit).
@@ -141,11 +141,7 @@ pub fn call_enclave(client: &Client, args: &CallArgs) -> anyhow::Result<Called> 
             }
         }
     };
-    let input = match (&args.input, &args.input_file) {
-        (Some(text), _) => text.as_bytes().to_vec(),
-        (None, Some(file)) => read_file(file)?,
-        (None, None) => Vec::new(),
-    };
+    let input = super::ecall_input(args.input.as_deref(), args.input_file.as_deref())?;
     let body = json!({ "ecall": ecall, "input": BASE64.encode(&input), "output_capacity": args.output_size });
     let (_, v) = client.request("POST", &format!("{path}/call"), Some(&body))?;
     let result = v["result"].as_i64().ok_or_else(|| anyhow!("vsgxd's answer has no result: {v}"))?;

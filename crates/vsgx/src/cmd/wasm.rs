@@ -122,7 +122,7 @@ pub struct RunArgs {
     /// Input bytes, as text.
     #[arg(long, conflicts_with = "input_file")]
     input: Option<String>,
-    /// Input bytes, from a file.
+    /// Input bytes, from a file (`-`: standard input).
     #[arg(long, value_name = "F")]
     input_file: Option<PathBuf>,
     /// Output buffer size.
@@ -160,11 +160,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         None if header.ecalls.len() == 1 => 0,
         None => bail!("the enclave has several ECALLs ({}); choose one with --call", header.ecalls.join(", ")),
     };
-    let input = match (&args.input, &args.input_file) {
-        (Some(text), _) => text.as_bytes().to_vec(),
-        (None, Some(path)) => read_file(path)?,
-        (None, None) => Vec::new(),
-    };
+    let input = super::ecall_input(args.input.as_deref(), args.input_file.as_deref())?;
 
     let mut config = vsgx_hw::config::embedded_default();
     config.seed = args.seed;
