@@ -4,6 +4,7 @@
 //! against the guest's [`AgentLink`] (one request at a time per guest), so a long load or ECALL in
 //! one guest leaves the API and the other guests responsive.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Semaphore;
@@ -19,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use vsgx_runtime::{AgentError, AgentLink, EnclaveInfo, ListedState, LoadedEnclave, Status};
 
 use crate::api::{ApiError, ApiResult, UrlPath, json};
-use crate::{Shared, lock};
+use crate::{MAX_QUEUED, Shared, lock};
 
 /// Largest output an ECALL may return through the API (the agent's limit).
 const MAX_OUTPUT: u32 = vsgx_runtime::MAX_CALL_OUTPUT;
@@ -31,6 +32,16 @@ struct GuestAgent {
     name: String,
     link: Arc<Mutex<AgentLink>>,
     gate: Arc<Semaphore>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// Counts a request in a guest's queue while it lives (also when its client goes away).
+struct InQueue(Arc<AtomicUsize>);
+
+impl Drop for InQueue {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The guest named or numbered `dom` and the host side of its agent.
@@ -48,7 +59,12 @@ fn agent_of(state: &Shared, dom: &str) -> Result<GuestAgent, ApiError> {
             not_running(name)
         }
     })?;
-    Ok(GuestAgent { name: name.clone(), link: running.vm.agent(), gate: Arc::clone(&running.gate) })
+    Ok(GuestAgent {
+        name: name.clone(),
+        link: running.vm.agent(),
+        gate: Arc::clone(&running.gate),
+        queued: Arc::clone(&running.queued),
+    })
 }
 
 fn not_running(name: &str) -> ApiError {
@@ -61,11 +77,19 @@ async fn with_agent<T: Send + 'static>(
     agent: GuestAgent,
     request: impl FnOnce(&mut AgentLink, &str) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let GuestAgent { name, link, gate } = agent;
+    let GuestAgent { name, link, gate, queued } = agent;
+    if queued.fetch_add(1, Ordering::AcqRel) >= MAX_QUEUED {
+        queued.fetch_sub(1, Ordering::AcqRel);
+        return Err(ApiError(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("domain {name:?}: {MAX_QUEUED} requests are already waiting for its agent; try again later"),
+        ));
+    }
+    let in_queue = InQueue(queued);
     let permit = gate.acquire_owned().await.map_err(|_| not_running(&name))?;
     let failed = format!("domain {name:?}: the agent request failed");
     tokio::task::spawn_blocking(move || {
-        let _permit = permit;
+        let _held = (permit, in_queue);
         let mut link = link.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         request(&mut link, &name)
     })
@@ -178,12 +202,11 @@ pub(crate) async fn load(
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let request: LoadRequest = body(raw)?;
-    let agent = agent_of(&state, &dom)?;
-    // Decoded once the guest's turn has come, on the blocking pool: waiting requests hold only
-    // their base64 text.
-    let loaded = with_agent(agent, move |agent, name| {
-        let sgxs = base64_field("sgxs", &request.sgxs)?;
-        let sigstruct = base64_field("sigstruct", &request.sigstruct)?;
+    // Malformed bodies are refused before waiting for the guest; the text is dropped once decoded.
+    let sgxs = base64_field("sgxs", &request.sgxs)?;
+    let sigstruct = base64_field("sigstruct", &request.sigstruct)?;
+    drop(request);
+    let loaded = with_agent(agent_of(&state, &dom)?, move |agent, name| {
         agent.load(&sgxs, &sigstruct).map_err(|e| agent_error(name, e))
     })
     .await?;

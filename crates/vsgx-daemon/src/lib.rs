@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
+use vsgx_hv::epc::QuarantinedPage;
 use vsgx_hw::config::PlatformConfig;
 use vsgx_hw::platform::Platform;
 use vsgx_runtime::{BootInfo, GuestVm, RuntimeError};
@@ -52,13 +53,20 @@ pub(crate) struct Daemon {
     pub(crate) store: Store,
     /// Running guests by domain id.
     pub(crate) vms: BTreeMap<u32, RunningGuest>,
+    /// Stored quarantine records this run could not apply (the page is not EPC of this platform,
+    /// or not free): kept in the store, never dropped by a later write.
+    pub(crate) unapplied_quarantine: Vec<QuarantinedPage>,
 }
 
 impl Daemon {
     /// Writes the EPC manager's quarantine to the store: pages EREMOVE could not remove stay out
     /// of service across restarts. Called after everything that releases EPC.
     pub(crate) fn persist_quarantine(&self) -> anyhow::Result<()> {
-        self.store.set_quarantine(&self.host.epc().quarantined_pages())
+        let mut pages = self.host.epc().quarantined_pages();
+        let kept: Vec<QuarantinedPage> =
+            self.unapplied_quarantine.iter().filter(|u| pages.iter().all(|p| p.hpa != u.hpa)).copied().collect();
+        pages.extend(kept);
+        self.store.set_quarantine(&pages)
     }
 }
 
@@ -67,11 +75,17 @@ impl Daemon {
 pub(crate) struct RunningGuest {
     pub(crate) vm: GuestVm,
     pub(crate) gate: Arc<tokio::sync::Semaphore>,
+    /// Requests waiting for or holding the gate (at most [`MAX_QUEUED`]).
+    pub(crate) queued: Arc<std::sync::atomic::AtomicUsize>,
 }
+
+/// Most requests that may wait for one guest's agent; more are refused (429), so a stuck guest
+/// cannot make the daemon hold unbounded request bodies.
+pub(crate) const MAX_QUEUED: usize = 16;
 
 impl RunningGuest {
     fn new(vm: GuestVm) -> Self {
-        Self { vm, gate: Arc::new(tokio::sync::Semaphore::new(1)) }
+        Self { vm, gate: Arc::new(tokio::sync::Semaphore::new(1)), queued: Arc::default() }
     }
 
     /// Stops the guest: requests waiting for the gate get 503 at once, the one in flight ends.
@@ -106,36 +120,40 @@ pub(crate) fn boot_guest(guest: &Guest) -> Result<Option<RunningGuest>, RuntimeE
 
 /// Binds the socket: refuses when another daemon answers on it, replaces a stale one. The socket
 /// is bound inside a fresh 0700 directory next to it, made 0600 there and renamed into place, so
-/// it is never reachable with looser permissions.
-fn bind(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+/// it is never reachable with looser permissions. Returns the listener and the socket's identity
+/// (device, inode), so that only this socket is removed at exit.
+fn bind(path: &Path) -> anyhow::Result<(tokio::net::UnixListener, (u64, u64))> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
         bail!("{}: another vsgxd is serving on this socket", path.display());
     }
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the directory", dir.display()))?;
-    let private = dir.join(format!(".vsgxd-bind-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&private);
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&private)
-        .with_context(|| format!("{}: cannot create a private directory to bind in", private.display()))?;
-    let staged = private.join("s");
-    let bound = (|| {
-        let listener = tokio::net::UnixListener::bind(&staged)
-            .with_context(|| format!("{}: cannot bind the socket", path.display()))?;
-        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("{}: cannot make the socket 0600", path.display()))?;
-        if path.exists() {
-            std::fs::remove_file(path)
-                .with_context(|| format!("{}: cannot remove the stale socket", path.display()))?;
-        }
-        std::fs::rename(&staged, path)
-            .with_context(|| format!("{}: cannot move the socket into place", path.display()))?;
-        Ok(listener)
-    })();
-    let _ = std::fs::remove_dir_all(&private);
-    bound
+    // tempfile makes the directory 0700 with a unique name (short: socket paths are limited).
+    let private = tempfile::Builder::new()
+        .prefix(".vsgxd")
+        .rand_bytes(4)
+        .tempdir_in(dir)
+        .with_context(|| format!("{}: cannot create a private directory to bind in", dir.display()))?;
+    let staged = private.path().join("s");
+    let listener = tokio::net::UnixListener::bind(&staged)
+        .with_context(|| format!("{}: cannot bind the socket", path.display()))?;
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("{}: cannot make the socket 0600", path.display()))?;
+    if path.exists() {
+        std::fs::remove_file(path).with_context(|| format!("{}: cannot remove the stale socket", path.display()))?;
+    }
+    std::fs::rename(&staged, path).with_context(|| format!("{}: cannot move the socket into place", path.display()))?;
+    let meta = std::fs::metadata(path).with_context(|| format!("{}: the socket vanished", path.display()))?;
+    Ok((listener, (meta.dev(), meta.ino())))
+}
+
+/// Removes the socket at `path` if it is still the one this daemon bound.
+fn remove_socket(path: &Path, identity: (u64, u64)) {
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == identity) {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// Opens the store, brings the host and its stored domains up, and serves until `shutdown`
@@ -165,13 +183,20 @@ pub fn run(
     }
     let mut host = Host::new(Platform::new(config));
     // Pages quarantined before the restart stay out of service (same machine, same EPC).
+    let mut unapplied_quarantine = Vec::new();
     for page in store.quarantine()? {
         match host.epc().retire(page) {
             Ok(()) => log(format_args!(
                 "EPC page {:#x} stays quarantined ({}, last held by {})",
                 page.hpa, page.failure, page.owner
             )),
-            Err(e) => log(format_args!("EPC page {:#x} was quarantined but cannot be now: {e}", page.hpa)),
+            Err(e) => {
+                log(format_args!(
+                    "EPC page {:#x} was quarantined but cannot be now: {e}; the record is kept",
+                    page.hpa
+                ));
+                unapplied_quarantine.push(page);
+            }
         }
     }
     let mut vms = BTreeMap::new();
@@ -198,23 +223,27 @@ pub fn run(
     }
     let epc_mib = host.sgxinfo().epc_total_bytes >> 20;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let state: Shared = Arc::new(Mutex::new(Daemon { host, store, vms }));
+    let state: Shared = Arc::new(Mutex::new(Daemon { host, store, vms, unapplied_quarantine }));
     lock(&state).persist_quarantine()?;
     // Once asked to stop, stop the guests first: a request stuck in an endless ECALL then ends
     // (503) instead of keeping the graceful drain waiting forever.
     let stopping = Arc::clone(&state);
     let shutdown = async move {
         shutdown.await;
-        let guests = std::mem::take(&mut lock(&stopping).vms);
-        let _ = tokio::task::spawn_blocking(move || guests.into_values().for_each(RunningGuest::stop)).await;
+        // Under the host lock: no request may destroy a domain whose vCPU is still stopping.
+        let _ = tokio::task::spawn_blocking(move || {
+            let mut daemon = lock(&stopping);
+            std::mem::take(&mut daemon.vms).into_values().for_each(RunningGuest::stop);
+        })
+        .await;
     };
     let served = runtime.block_on(async {
-        let listener = bind(socket)?;
+        let (listener, identity) = bind(socket)?;
         log(format_args!("serving on {} ({epc_mib} MiB of EPC)", socket.display()));
         ready();
         let served = axum::serve(listener, api::router(Arc::clone(&state))).with_graceful_shutdown(shutdown).await;
-        // Only a socket this daemon bound is removed.
-        let _ = std::fs::remove_file(socket);
+        // Only the socket this daemon bound is removed (a daemon started meanwhile keeps its own).
+        remove_socket(socket, identity);
         served.context("serving the API")
     });
     // Guests stop before their domains go; the domains' EPC is released (they stay in the store
@@ -264,7 +293,9 @@ mod tests {
             owner: Owner::Domain(DomainId(4)),
             failure: RemoveFailure::Error(SgxError::ChildPresent),
         };
-        Store::open(&dir.join("state")).unwrap().set_quarantine(&[page]).unwrap();
+        // A record this platform cannot apply (not one of its EPC pages) is kept, not dropped.
+        let foreign = QuarantinedPage { hpa: 0x1000, ..page };
+        Store::open(&dir.join("state")).unwrap().set_quarantine(&[page, foreign]).unwrap();
 
         let options = Options { socket: dir.join("s.sock"), state_dir: dir.join("state"), platform, verbose: false };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -286,8 +317,8 @@ mod tests {
         assert_eq!(host["epc_free_bytes"].as_u64().unwrap(), host["epc_total_bytes"].as_u64().unwrap() - 4096);
         stop.send(()).unwrap();
         daemon.join().unwrap().unwrap();
-        // Still recorded for the next run.
-        assert_eq!(Store::open(&dir.join("state")).unwrap().quarantine().unwrap(), vec![page]);
+        // Both still recorded for the next run (by address).
+        assert_eq!(Store::open(&dir.join("state")).unwrap().quarantine().unwrap(), vec![foreign, page]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -68,14 +68,15 @@ impl AgentLink {
             return Err(down());
         }
         self.doorbell.send(()).map_err(|_| down())?;
-        match crate::recv_spinning(&self.answered) {
-            Ok(Ok(())) => {}
-            Ok(Err(why)) => return Err(AgentError::Protocol(why)),
-            Err(_) => return Err(down()),
-        }
+        let answered = crate::recv_spinning(&self.answered);
         // Whatever the guest answered while being stopped (its ENCLS/ENCLU fail) is not an answer.
         if self.stopped.load(Ordering::Acquire) {
             return Err(AgentError::Down("it was stopped during the request".into()));
+        }
+        match answered {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => return Err(AgentError::Protocol(why)),
+            Err(_) => return Err(down()),
         }
         let mut mailbox = vec![0u8; HEADER_SIZE];
         ram.read(self.mailbox, &mut mailbox).map_err(fault)?;

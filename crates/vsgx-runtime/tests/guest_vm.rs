@@ -98,7 +98,9 @@ fn an_endless_ecall_does_not_keep_the_guest_from_stopping() {
     vm.shutdown();
     let outcome = caller.join().unwrap();
     let Err(AgentError::Down(why)) = outcome else { panic!("a call interrupted by shutdown fails: {outcome:?}") };
-    assert!(why.contains("stopped during the request"), "{why}");
+    // On a loaded machine the vCPU may not have taken the doorbell within the sleep: then the
+    // request never started, which is the other way for it to fail.
+    assert!(why.contains("stopped during the request") || why.contains("vCPU has stopped"), "{why}");
     dom.destroy().unwrap();
     assert_eq!(epc.free_pages(), epc.total_pages());
 }

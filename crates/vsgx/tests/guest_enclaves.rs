@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
@@ -283,8 +284,35 @@ fn an_endless_ecall_neither_stalls_the_daemon_nor_outlives_its_guest() {
     // The daemon and the other guest keep answering.
     d.json(&["sgxinfo"]);
     assert_eq!(call(&d, "other", &h, &["--input", "still here"]), b"Hello, STILL HERE");
-    // Destroying the guest pulls its vCPU out of the enclave; the call fails with a reason.
+    // Requests for the stuck guest queue behind it, up to 16 at a time (the stuck call counts):
+    // of 21 more, at least 5 are refused at once with 429, the others wait.
+    let waiting: Vec<_> = (0..21)
+        .map(|_| {
+            let socket = d.socket.clone();
+            std::thread::spawn(move || {
+                let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+                s.write_all(b"GET /v1/domains/web/enclaves HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+                let mut out = String::new();
+                s.read_to_string(&mut out).unwrap();
+                out.split(' ').nth(1).unwrap().parse::<u16>().unwrap()
+            })
+        })
+        .collect();
+    // Five answers mean five 429s: the queue is full, so the other requests are all waiting.
+    for _ in 0..6000 {
+        if waiting.iter().filter(|t| t.is_finished()).count() >= 5 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // Destroying the guest pulls its vCPU out of the enclave; the call fails with a reason, and
+    // every request still waiting for the guest gets 503.
     d.vsgx().args(["destroy", "web"]).assert().success();
+    let statuses: Vec<u16> = waiting.into_iter().map(|t| t.join().unwrap()).collect();
+    // 6 refused when the stuck call holds a place (it normally does by now), 5 if it was late.
+    let refused = statuses.iter().filter(|&&s| s == 429).count();
+    assert!((5..=6).contains(&refused), "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|&&s| s == 503).count(), 21 - refused, "{statuses:?}");
     let out = stuck.join().unwrap();
     assert!(!out.status.success(), "the endless call cannot succeed");
     let stderr = String::from_utf8_lossy(&out.stderr);
