@@ -30,7 +30,9 @@ impl From<HostError> for ApiError {
             HostError::Config(_) => StatusCode::BAD_REQUEST,
             HostError::NameInUse(_) | HostError::IdInUse(_) => StatusCode::CONFLICT,
             HostError::NoSuchDomain(_) => StatusCode::NOT_FOUND,
-            HostError::Create { source: DomainError::Epc { .. }, .. } => StatusCode::INSUFFICIENT_STORAGE,
+            HostError::Create { source: DomainError::Epc { .. }, .. } | HostError::RamBudget { .. } => {
+                StatusCode::INSUFFICIENT_STORAGE
+            }
             HostError::Create { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             HostError::Destroy { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };

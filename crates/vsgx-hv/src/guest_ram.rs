@@ -4,10 +4,10 @@
 use vm_memory::bitmap::{AtomicBitmap, Bitmap};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
-/// Most guest RAM one domain may have: 16 TiB. Pages cost nothing until touched, but the dirty
-/// log is a bitmap of one bit per page allocated up front (512 MiB of address space at the limit);
-/// beyond it the allocation could fail, and an allocation failure aborts the process.
-pub const MAX_GUEST_RAM: u64 = 16 << 40;
+/// Most guest RAM one domain may have: 1 TiB. Pages cost nothing until touched, but the dirty log
+/// is a bitmap of one bit per page that vm-memory allocates and zeroes up front: 32 MiB of host
+/// memory at the limit. Far beyond it the allocation could fail, which aborts the process.
+pub const MAX_GUEST_RAM: u64 = 1 << 40;
 
 /// Guest RAM regions of one domain.
 #[derive(Debug)]
@@ -38,7 +38,7 @@ impl GuestRam {
         let total = regions.iter().try_fold(0u64, |sum, &(_, size)| sum.checked_add(size));
         if total.is_none_or(|total| total > MAX_GUEST_RAM) {
             return Err(RamError(format!(
-                "{} bytes of RAM asked, a guest may have at most {MAX_GUEST_RAM} (16 TiB)",
+                "{} bytes of RAM asked, a guest may have at most {MAX_GUEST_RAM} (1 TiB)",
                 total.map_or_else(|| "more than 2^64".to_owned(), |t| t.to_string())
             )));
         }
@@ -93,7 +93,7 @@ mod tests {
     #[test]
     fn more_than_16_tib_is_refused_before_anything_is_allocated() {
         let err = GuestRam::new(&[(0, MAX_GUEST_RAM), (MAX_GUEST_RAM, 4096)]).unwrap_err();
-        assert!(err.to_string().contains("at most 17592186044416 (16 TiB)"), "{err}");
+        assert!(err.to_string().contains("at most 1099511627776 (1 TiB)"), "{err}");
         let err = GuestRam::new(&[(0, u64::MAX), (0, u64::MAX)]).unwrap_err();
         assert!(err.to_string().contains("more than 2^64"), "{err}");
     }

@@ -16,6 +16,10 @@ use crate::host::HostInfo;
 use crate::layout::GuestLayout;
 use crate::report::{SgxInfo, SgxListEntry};
 
+/// All guests of one host together have at most this much RAM: 16 TiB. Guest RAM is sparse, but
+/// each guest's dirty log costs host memory up front (1 bit per page: 512 MiB for 16 TiB).
+pub const MAX_HOST_GUEST_RAM: u64 = 16 << 40;
+
 /// Why a lifecycle request failed. Nothing changed on the host when one is returned.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -38,6 +42,19 @@ pub enum HostError {
         name: String,
         /// The hypervisor's answer.
         source: DomainError,
+    },
+    /// The host's guests together would have more RAM than [`MAX_HOST_GUEST_RAM`].
+    #[error(
+        "domain {name:?}: {asked} MiB of guest RAM asked, {in_use} MiB in use of the host's {} MiB for all guests",
+        MAX_HOST_GUEST_RAM >> 20
+    )]
+    RamBudget {
+        /// The domain's name.
+        name: String,
+        /// What it asks (MiB, its memory map's RAM and the agent mailbox).
+        asked: u64,
+        /// What the other guests have (MiB).
+        in_use: u64,
     },
     /// Tearing a domain down failed; its pages are quarantined by the EPC manager.
     #[error("destroying domain {name:?}: {source}")]
@@ -119,6 +136,12 @@ impl Host {
         }
         if id.0 == 0 || self.guests.contains_key(&id.0) {
             return Err(HostError::IdInUse(id.0));
+        }
+        let ram = |spec: &vsgx_hv::domain::DomainSpec| spec.ram.iter().map(|r| r.1).sum::<u64>();
+        let asked = ram(&parsed.layout.domain);
+        let in_use: u64 = self.guests.values().map(|g| ram(g.domain.spec())).sum();
+        if in_use + asked > MAX_HOST_GUEST_RAM {
+            return Err(HostError::RamBudget { name, asked: asked >> 20, in_use: in_use >> 20 });
         }
         let domain = Domain::create(id, parsed.layout.domain.clone(), Arc::clone(&self.epc))
             .map_err(|source| HostError::Create { name: name.clone(), source })?;
@@ -217,17 +240,24 @@ mod tests {
     }
 
     #[test]
-    fn the_largest_guest_the_config_allows_is_one_the_hypervisor_creates() {
+    fn the_largest_guest_the_config_allows_is_one_the_hypervisor_creates_and_the_host_has_a_total() {
         let mut host = host();
         let max = crate::config::MAX_MEMORY_MIB;
-        let text = format!("name = 'max'\nmemory = {max}\nepc = 1\n");
-        assert_eq!(
-            host.create("max.cfg", &text).unwrap().domain().spec().ram.iter().map(|r| r.1).sum::<u64>() >> 20,
-            max + 2
-        );
+        let text = |name: &str, mib: u64| format!("name = '{name}'\nmemory = {mib}\n");
+        let ram = |g: &Guest| g.domain().spec().ram.iter().map(|r| r.1).sum::<u64>() >> 20;
+        assert_eq!(ram(host.create("max.cfg", &text("max", max)).unwrap()), max + 2, "RAM and the mailbox");
         host.destroy("max").unwrap();
-        let err = host.create("max.cfg", &format!("name = 'max'\nmemory = {}\n", max + 1)).unwrap_err();
+        let err = host.create("max.cfg", &text("max", max + 1)).unwrap_err();
         assert!(err.is_request_error() && err.to_string().contains("must be from 1 to"), "{err}");
+        // Sixteen 1 TiB guests fill the host's 16 TiB; the next one is refused and takes nothing.
+        for i in 0..15 {
+            host.create("g.cfg", &text(&format!("g{i}"), max)).unwrap();
+        }
+        host.create("small.cfg", &text("small", 1024)).unwrap();
+        let err = host.create("one.cfg", &text("one", max)).unwrap_err();
+        assert!(matches!(err, HostError::RamBudget { .. }) && !err.is_request_error(), "{err}");
+        assert!(err.to_string().contains("of the host's 16777216 MiB for all guests"), "{err}");
+        assert_eq!(host.guests().count(), 16);
     }
 
     #[test]

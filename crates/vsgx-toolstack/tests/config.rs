@@ -298,11 +298,11 @@ fn validation_errors_point_at_the_offending_value() {
         ),
         ("name = 'a'\nsgx_provision = 2\n", "g.cfg:2:17: sgx_provision: expected 0 or 1, found `2`"),
         ("name = 'a'\nvcpus = 0\n", "g.cfg:2:9: vcpus = 0: must be from 1 to 128"),
-        ("name = 'a'\nmemory = 0\n", "g.cfg:2:10: memory = 0: must be from 1 to 16777214 MiB"),
+        ("name = 'a'\nmemory = 0\n", "g.cfg:2:10: memory = 0: must be from 1 to 1048574 MiB"),
         ("name = 'a'\nmmio_hole = 128\n", "g.cfg:2:13: mmio_hole = 128: must be from 256 to 3840 MiB"),
         (
             "name = 'a'\nmemory = 1024\nmaxmem = 512\n",
-            "g.cfg:3:10: maxmem = 512: must be from 1024 to 16777214 MiB (at least `memory`)",
+            "g.cfg:3:10: maxmem = 512: must be from 1024 to 1048574 MiB (at least `memory`)",
         ),
         // Policies.
         (
@@ -388,7 +388,7 @@ fn validation_errors_point_at_the_offending_value() {
         ),
         (
             "name = 'a'\nmemory = 1000000000\nepc = 1\n",
-            "g.cfg:2:10: memory = 1000000000: must be from 1 to 16777214 MiB",
+            "g.cfg:2:10: memory = 1000000000: must be from 1 to 1048574 MiB",
         ),
         // Launch control.
         (

@@ -40,9 +40,9 @@ pub fn known_keys() -> &'static [&'static str] {
 
 /// `memory` when absent, in MiB (xl's default).
 pub const DEFAULT_MEMORY_MIB: u64 = 128;
-/// Largest `memory`/`maxmem`, in MiB: the 16 TiB `vsgx-hv` gives one guest
+/// Largest `memory`/`maxmem`, in MiB: the 1 TiB `vsgx-hv` gives one guest
 /// ([`vsgx_hv::guest_ram::MAX_GUEST_RAM`]: guest RAM is sparse, but its dirty log costs the host
-/// address space up front) less the agent mailbox, which is domain memory too.
+/// memory up front) less the agent mailbox, which is domain memory too.
 pub const MAX_MEMORY_MIB: u64 = (vsgx_hv::guest_ram::MAX_GUEST_RAM - crate::layout::AGENT_MAILBOX_SIZE) >> 20;
 /// `mmio_hole` when absent, in MiB.
 pub const DEFAULT_MMIO_HOLE_MIB: u64 = 256;
