@@ -118,7 +118,27 @@ struct CreateRequest {
 }
 
 async fn host_info(State(state): State<Shared>) -> ApiResult {
-    json(StatusCode::OK, &lock(&state).host.sgxinfo())
+    let daemon = lock(&state);
+    let mut info = serde_json::to_value(daemon.host.sgxinfo())
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("sgxinfo: {e}")))?;
+    info["unrestored_domains"] = serde_json::to_value(daemon.unrestored.values().collect::<Vec<_>>())
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("sgxinfo: {e}")))?;
+    json(StatusCode::OK, &info)
+}
+
+/// `dom` is not a running domain: say so, and whether it is a stored one that did not come back.
+fn no_such_domain(daemon: &crate::Daemon, dom: &str, e: HostError) -> ApiError {
+    match dom.parse::<u32>().ok().and_then(|id| daemon.unrestored.get(&id)) {
+        Some(u) => ApiError(
+            StatusCode::NOT_FOUND,
+            format!(
+                "domain id {} ({}) is stored but could not be restored at start: {}; DELETE it (`vsgx destroy {}`) to \
+                 drop its record",
+                u.domid, u.file, u.reason, u.domid
+            ),
+        ),
+        None => e.into(),
+    }
 }
 
 async fn list(State(state): State<Shared>) -> ApiResult {
@@ -161,12 +181,27 @@ async fn create(
 
 async fn info(State(state): State<Shared>, UrlPath(dom): UrlPath<String>) -> ApiResult {
     let daemon = lock(&state);
-    json(StatusCode::OK, &DomainView::of(daemon.host.find(&dom)?, &daemon))
+    let guest = daemon.host.find(&dom).map_err(|e| no_such_domain(&daemon, &dom, e))?;
+    json(StatusCode::OK, &DomainView::of(guest, &daemon))
 }
 
 async fn destroy(State(state): State<Shared>, UrlPath(dom): UrlPath<String>) -> ApiResult {
     let mut daemon = lock(&state);
-    let id = daemon.host.find(&dom)?.id.0;
+    let id = match daemon.host.find(&dom) {
+        Ok(guest) => guest.id.0,
+        // A stored domain that did not come back at start: dropping it removes its record.
+        Err(e) => {
+            let Some(id) = dom.parse::<u32>().ok().filter(|id| daemon.unrestored.contains_key(id)) else {
+                return Err(e.into());
+            };
+            daemon
+                .store
+                .remove(id)
+                .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("state store: {e:#}")))?;
+            daemon.unrestored.remove(&id);
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+    };
     daemon.store.remove(id).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("state store: {e:#}")))?;
     // The guest's vCPU leaves its enclaves before the domain's EPC goes. Stopping is prompt (the
     // vCPU unwinds at its next ENCLU/ENCLS or fuel slice), so it is done under the host lock.

@@ -53,6 +53,9 @@ pub(crate) struct Daemon {
     pub(crate) store: Store,
     /// Running guests by domain id.
     pub(crate) vms: BTreeMap<u32, RunningGuest>,
+    /// Stored domains that could not be restored at start (id → why). Their records stay in the
+    /// store (a later start on a bigger host brings them back) until `DELETE /v1/domains/{id}`.
+    pub(crate) unrestored: BTreeMap<u32, Unrestored>,
     /// Stored quarantine records this run could not apply (the page is not EPC of this platform,
     /// or not free): kept in the store, never dropped by a later write.
     pub(crate) unapplied_quarantine: Vec<QuarantinedPage>,
@@ -68,6 +71,15 @@ impl Daemon {
         pages.extend(kept);
         self.store.set_quarantine(&pages)
     }
+}
+
+/// A stored domain this start could not bring back.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Unrestored {
+    pub(crate) domid: u32,
+    /// The config file name it was created from.
+    pub(crate) file: String,
+    pub(crate) reason: String,
 }
 
 /// A domain's running guest and the gate that lets one API request at a time reach its agent
@@ -200,6 +212,7 @@ pub fn run(
         }
     }
     let mut vms = BTreeMap::new();
+    let mut unrestored = BTreeMap::new();
     for (id, stored) in store.domains()? {
         // Keep ids of domains that cannot come back reserved: their record stays in the store.
         host.reserve_ids_below(id.saturating_add(1));
@@ -207,6 +220,7 @@ pub fn run(
             Ok(guest) => guest,
             Err(e) => {
                 log(format_args!("domain id {id} could not be restored: {e}"));
+                unrestored.insert(id, Unrestored { domid: id, file: stored.file, reason: e.to_string() });
                 continue;
             }
         };
@@ -218,12 +232,13 @@ pub fn run(
             Err(e) => {
                 log(format_args!("domain id {id}: {e}; it is not running"));
                 let _ = host.destroy(&id.to_string());
+                unrestored.insert(id, Unrestored { domid: id, file: stored.file, reason: e.to_string() });
             }
         }
     }
     let epc_mib = host.sgxinfo().epc_total_bytes >> 20;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let state: Shared = Arc::new(Mutex::new(Daemon { host, store, vms, unapplied_quarantine }));
+    let state: Shared = Arc::new(Mutex::new(Daemon { host, store, vms, unrestored, unapplied_quarantine }));
     lock(&state).persist_quarantine()?;
     // Once asked to stop, stop the guests first: a request stuck in an endless ECALL then ends
     // (503) instead of keeping the graceful drain waiting forever.

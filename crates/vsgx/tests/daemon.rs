@@ -180,6 +180,41 @@ fn domains_come_back_after_a_restart_with_their_names_ids_and_layout() {
     assert_eq!(names, ["web", "other"]);
 }
 
+#[test]
+fn a_domain_that_no_longer_fits_after_a_restart_is_reported_and_can_be_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Daemon::start_in(dir.path(), "64@0,64@1");
+    first.vsgx().args(["create", &example("web.cfg")]).assert().success();
+    drop(first);
+    // The host comes back with 32 MiB of EPC: web (64 MiB of vEPC) cannot.
+    let second = Daemon::start_in(dir.path(), "32");
+    let host = second.json(&["sgxinfo"]);
+    let unrestored = &host["unrestored_domains"];
+    assert_eq!(unrestored.as_array().unwrap().len(), 1, "{host}");
+    assert_eq!(unrestored[0]["domid"], 1);
+    assert!(unrestored[0]["reason"].as_str().unwrap().contains("32 MiB"), "{host}");
+    second
+        .vsgx()
+        .arg("list")
+        .assert()
+        .success()
+        .stderr(contains("stored domain id 1").and(contains("`vsgx destroy 1` drops its record")));
+    second.vsgx().args(["info", "1"]).assert().failure().stderr(contains("could not be restored at start"));
+    // Its id stays taken while the record exists; dropping it is a destroy.
+    let other = dir.path().join("other.cfg");
+    std::fs::write(&other, "name = 'other'\n").unwrap();
+    second.vsgx().args(["create", other.to_str().unwrap()]).assert().success().stdout(contains("(id 2)"));
+    second.vsgx().args(["destroy", "1"]).assert().success();
+    assert_eq!(second.json(&["sgxinfo"])["unrestored_domains"], json!([]));
+    second.vsgx().args(["destroy", "1"]).assert().failure().stderr(contains("no domain"));
+    drop(second);
+    // On a host big enough again, only `other` comes back: web's record is gone.
+    let third = Daemon::start_in(dir.path(), "64@0,64@1");
+    let names: Vec<String> =
+        third.json(&["list"]).as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(names, ["other"]);
+}
+
 /// The hello example enclave, built and signed with the test key into `dir`: (SGXS, SIGSTRUCT).
 fn hello_image(dir: &Path) -> (Vec<u8>, Vec<u8>) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");

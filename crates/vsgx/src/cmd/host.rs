@@ -148,7 +148,21 @@ pub fn sgxinfo(client: &Client, json: bool) -> anyhow::Result<ExitCode> {
     ] {
         println!("EPC {label:<12} {}", mib_pages(u(&v, key)));
     }
+    warn_unrestored(&v);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Stored domains the daemon could not bring back at its start, one line each on stderr.
+fn warn_unrestored(host: &Value) {
+    for d in host["unrestored_domains"].as_array().into_iter().flatten() {
+        eprintln!(
+            "warning: stored domain id {} ({}) was not restored: {}; `vsgx destroy {}` drops its record",
+            u(d, "domid"),
+            d["file"].as_str().unwrap_or("?"),
+            d["reason"].as_str().unwrap_or("?"),
+            u(d, "domid")
+        );
+    }
 }
 
 /// `vsgx sgxlist [DOM]`.
@@ -192,6 +206,9 @@ pub fn list(client: &Client, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
+    }
+    if let Ok((_, host)) = client.request("GET", "/v1/host", None) {
+        warn_unrestored(&host);
     }
     println!("{:<16}  {:>5}  {:>9}  {:>5}  {:>8}  guest", "name", "id", "memory", "vcpus", "vEPC");
     for d in v.as_array().into_iter().flatten() {
