@@ -13,6 +13,7 @@
 //! | P6 | enclave build through a guest vCPU, µs/page       | the same build on a bare-metal processor       |
 //! | P7 | two threads building on two processors, MiB/s     | one thread                                     |
 //! | P8 | ECALL through a guest's agent mailbox, µs/call    | the same ECALL entered on bare metal           |
+//! | P9 | ECALL through vsgxd's HTTP API, µs/call           | the same ECALL through the agent mailbox (P8)  |
 //!
 //! P1 and P7 count MiB of enclave pages (EADD + 16×EEXTEND per 4 KiB page); P1's yardstick is the
 //! SHA-256 throughput over the 5120 bytes a build measures per page, expressed per 4 KiB page.
@@ -152,7 +153,7 @@ impl Row {
 /// `vsgx bench`: runs every benchmark and prints the rows (a table, or JSON with `json`).
 pub fn bench(quick: bool, json: bool) -> anyhow::Result<ExitCode> {
     let plan = if quick { Plan::QUICK } else { Plan::FULL };
-    let mut rows = Vec::with_capacity(6);
+    let mut rows = Vec::with_capacity(7);
     let (p1, p6) = guest_builds(&plan)?;
     rows.push(p1);
     let bare = seeded(config::embedded_default());
@@ -160,7 +161,10 @@ pub fn bench(quick: bool, json: bool) -> anyhow::Result<ExitCode> {
     rows.push(domain_lifecycle(&plan)?);
     rows.push(p6);
     rows.push(parallel_builds(&plan, &bare)?);
-    rows.push(agent_ecalls(&plan)?);
+    let p8 = agent_ecalls(&plan)?;
+    let p9 = api_ecalls(&plan, p8.value)?;
+    rows.push(p8);
+    rows.push(p9);
     for row in &rows {
         ensure!(
             [row.value, row.yardstick_value, row.ratio].iter().all(|v| v.is_finite() && *v > 0.0),
@@ -414,6 +418,20 @@ fn agent_ecalls(plan: &Plan) -> anyhow::Result<Row> {
         direct,
     )
     .goal("ratio <= 1.5 (S-RT-2)"))
+}
+
+/// P9 (see [`super::bench_agent::api_ecalls`]): the whole API path against P8's agent path.
+fn api_ecalls(plan: &Plan, via_agent: f64) -> anyhow::Result<Row> {
+    let via_api = super::bench_agent::api_ecalls(plan.ecall_trials, plan.ecalls)?;
+    Ok(Row::new(
+        "P9",
+        "ECALL through vsgxd's HTTP API".into(),
+        via_api,
+        "µs/call",
+        "same ECALL through the agent mailbox (P8)".into(),
+        via_agent,
+    )
+    .goal("ratio <= 12 (S-CLI-16)"))
 }
 
 /// A number with about three significant digits.

@@ -7,7 +7,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::mpsc;
 
 use anyhow::{Context, anyhow, bail, ensure};
 use vsgx_hw::exec::image::{ImageParams, build_image};
@@ -17,6 +16,7 @@ use vsgx_isa::signing::SigningKey;
 use super::guest;
 use super::guest::{CallArgs, LoadArgs};
 use super::host::{self, Client};
+use super::private_host::PrivateHost;
 
 /// The example guests, as shipped in `examples/guests/`.
 const GUESTS: [(&str, &str); 3] = [
@@ -46,67 +46,6 @@ fn shell(command: &str) {
 /// Prints a command's output that ends without a newline (enclave output) on its own line.
 fn bytes_line(bytes: &[u8]) {
     println!("{}", String::from_utf8_lossy(bytes));
-}
-
-/// A private vsgxd on a thread; stopped (guests first) when dropped.
-struct PrivateHost {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
-}
-
-impl PrivateHost {
-    fn start(dir: &Path) -> anyhow::Result<(Self, PathBuf)> {
-        let socket = dir.join("vsgxd.sock");
-        let options = vsgx_daemon::Options {
-            socket: socket.clone(),
-            state_dir: dir.join("state"),
-            platform: vsgx_hw::config::embedded_default(),
-            verbose: false,
-        };
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready_tx, ready) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("vsgxd".into())
-            .spawn(move || {
-                vsgx_daemon::run(
-                    options,
-                    move || {
-                        let _ = ready_tx.send(());
-                    },
-                    async move {
-                        let _ = stopped.await;
-                    },
-                )
-            })
-            .context("starting the private vsgxd")?;
-        let mut host = Self { stop: Some(stop), thread: Some(thread) };
-        if ready.recv().is_err() {
-            // The daemon ended before it was ready: its error says why.
-            let outcome = host.thread.take().map(|t| t.join());
-            return Err(match outcome {
-                Some(Ok(Err(e))) => e.context("the private vsgxd did not start"),
-                _ => anyhow!("the private vsgxd did not start"),
-            });
-        }
-        Ok((host, socket))
-    }
-
-    fn stop(&mut self) -> anyhow::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        match self.thread.take().map(std::thread::JoinHandle::join) {
-            Some(Ok(outcome)) => outcome,
-            Some(Err(_)) => bail!("the private vsgxd panicked"),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for PrivateHost {
-    fn drop(&mut self) {
-        let _ = self.stop();
-    }
 }
 
 /// Builds and signs an example enclave into `dir`: (NAME.sgxs, NAME.sig, MRENCLAVE).

@@ -8,6 +8,7 @@ pub mod enclave;
 pub mod guest;
 pub mod host;
 pub mod launch;
+pub mod private_host;
 pub mod sigstruct;
 pub mod wasm;
 
