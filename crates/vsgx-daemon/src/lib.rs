@@ -10,9 +10,9 @@
 //! and a freshly booted guest, as after a host reboot.
 //!
 //! Each domain's guest (kernel, SGX driver, agent) runs on its own vCPU thread (`vsgx-runtime`).
-//! The API holds the host lock only to look things up or change the set of domains; enclave
-//! requests run on tokio's blocking pool against the guest's mailbox, so a long ECALL in one guest
-//! does not stall the API.
+//! The API holds the host lock only to look things up or change the set of domains; an enclave
+//! request waits for its guest's gate and runs as a task that sleeps until vCPU 0's answer hook
+//! wakes it, so a long ECALL in one guest holds no thread and does not stall the API.
 
 mod api;
 mod enclaves;
@@ -86,6 +86,8 @@ pub(crate) struct Unrestored {
 /// (requests wait for it asynchronously, holding no thread).
 pub(crate) struct RunningGuest {
     pub(crate) vm: GuestVm,
+    /// Woken by vCPU 0 after each agent answer.
+    pub(crate) answered: Arc<tokio::sync::Notify>,
     pub(crate) gate: Arc<tokio::sync::Semaphore>,
     /// Requests waiting for or holding the gate (at most [`MAX_QUEUED`]).
     pub(crate) queued: Arc<std::sync::atomic::AtomicUsize>,
@@ -96,8 +98,8 @@ pub(crate) struct RunningGuest {
 pub(crate) const MAX_QUEUED: usize = 16;
 
 impl RunningGuest {
-    fn new(vm: GuestVm) -> Self {
-        Self { vm, gate: Arc::new(tokio::sync::Semaphore::new(1)), queued: Arc::default() }
+    fn new(vm: GuestVm, answered: Arc<tokio::sync::Notify>) -> Self {
+        Self { vm, answered, gate: Arc::new(tokio::sync::Semaphore::new(1)), queued: Arc::default() }
     }
 
     /// Stops the guest: requests waiting for the gate get 503 at once, the one in flight ends.
@@ -127,7 +129,11 @@ pub(crate) fn boot_guest(guest: &Guest) -> Result<Option<RunningGuest>, RuntimeE
         ram: map.iter().filter(|r| r.kind == MemoryType::Ram).map(|r| (r.base, r.size)).collect(),
         reserved: map.iter().filter(|r| r.kind != MemoryType::Ram).map(|r| (r.base, r.size)).collect(),
     };
-    GuestVm::boot(guest.domain(), boot, guest.layout.agent_mailbox.0).map(|vm| Some(RunningGuest::new(vm)))
+    let answered = Arc::new(tokio::sync::Notify::new());
+    let hook = Arc::clone(&answered);
+    let on_answer: vsgx_runtime::AnswerHook = Arc::new(move || hook.notify_one());
+    GuestVm::boot_with_hook(guest.domain(), boot, guest.layout.agent_mailbox.0, Some(on_answer))
+        .map(|vm| Some(RunningGuest::new(vm, answered)))
 }
 
 /// Binds the socket: refuses when another daemon answers on it, replaces a stale one. The socket

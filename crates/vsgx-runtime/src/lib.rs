@@ -15,11 +15,11 @@ mod link;
 mod vm;
 
 pub use cpu::StoppableCpu;
-pub use link::{AgentError, AgentLink};
-pub use vm::{GuestVm, RuntimeError};
+pub use link::{AgentError, AgentLink, Pending, called, destroyed, listed, load_step};
+pub use vm::{AnswerHook, GuestVm, RuntimeError};
 pub use vsgx_guest::agent::{
     CallResult, EnclaveInfo, EpcStats, Failure, ListedState, LoadedEnclave, MAX_CALL_OUTPUT, MAX_IMAGE_BYTES,
-    MAX_NAME_BYTES, Status,
+    MAX_NAME_BYTES, Request, Response, Status, load_requests,
 };
 pub use vsgx_guest::kernel::BootInfo;
 

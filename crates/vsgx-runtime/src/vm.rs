@@ -15,6 +15,9 @@ use vsgx_isa::cpu::{Cpu, InterruptLine};
 use crate::cpu::StoppableCpu;
 use crate::link::AgentLink;
 
+/// Called on the vCPU thread after each answer (see [`GuestVm::boot_with_hook`]).
+pub type AnswerHook = Arc<dyn Fn() + Send + Sync>;
+
 /// Why a guest could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -53,6 +56,17 @@ impl GuestVm {
     /// the mailbox and the vEPC as reserved), then serves agent requests through the mailbox at
     /// `mailbox` until shut down. Returns once the kernel has booted, or with the reason it did not.
     pub fn boot(domain: &Domain, boot: BootInfo, mailbox: u64) -> Result<Self, RuntimeError> {
+        Self::boot_with_hook(domain, boot, mailbox, None)
+    }
+
+    /// [`GuestVm::boot`], and `on_answer` runs on the vCPU thread after every answer (and once
+    /// when the vCPU stops): how an async host learns that [`AgentLink::poll`] has something.
+    pub fn boot_with_hook(
+        domain: &Domain,
+        boot: BootInfo,
+        mailbox: u64,
+        on_answer: Option<AnswerHook>,
+    ) -> Result<Self, RuntimeError> {
         if !domain.shared().ram.contains(mailbox, MAILBOX_SIZE) {
             return Err(RuntimeError::Mailbox { base: mailbox, size: MAILBOX_SIZE });
         }
@@ -64,7 +78,14 @@ impl GuestVm {
         let (booted_tx, booted) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name(format!("dom{}-vcpu0", domain.shared().id.0))
-            .spawn(move || vcpu_main(vcpu, &boot, mailbox, &rung, &answer, &booted_tx))
+            .spawn(move || {
+                vcpu_main(vcpu, &boot, mailbox, &rung, &answer, &booted_tx, on_answer.as_deref());
+                // Whoever waits for an answer learns that none is coming.
+                drop(answer);
+                if let Some(hook) = on_answer {
+                    hook();
+                }
+            })
             .map_err(RuntimeError::Thread)?;
         match booted.recv() {
             Ok(Ok(())) => {}
@@ -122,6 +143,7 @@ fn vcpu_main(
     rung: &Receiver<()>,
     answer: &Sender<Result<(), String>>,
     booted: &Sender<Result<(), String>>,
+    on_answer: Option<&(dyn Fn() + Send + Sync)>,
 ) {
     let stop = cpu.stop_flag();
     let kernel = match Kernel::boot(cpu, boot) {
@@ -142,6 +164,9 @@ fn vcpu_main(
         };
         if answer.send(served).is_err() {
             break;
+        }
+        if let Some(hook) = on_answer {
+            hook();
         }
     }
 }

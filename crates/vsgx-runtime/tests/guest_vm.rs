@@ -116,3 +116,39 @@ fn a_mailbox_outside_the_domain_memory_is_refused() {
     let err = GuestVm::boot(&dom, bad, MAILBOX).unwrap_err();
     assert!(matches!(err, RuntimeError::Boot(_)), "{err}");
 }
+
+/// The split API an async host uses: send, get woken by the hook, poll the answer; the hook also
+/// runs when the vCPU stops, and the answer then says so.
+#[test]
+fn the_answer_hook_wakes_an_async_host() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use vsgx_runtime::{Request, Response};
+
+    let epc = Arc::new(EpcManager::new(Platform::new(vsgx_hw::config::embedded_default())));
+    let dom = domain(&epc, 4);
+    let woken = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&woken);
+    let hook: vsgx_runtime::AnswerHook = Arc::new(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+    });
+    let vm = GuestVm::boot_with_hook(&dom, boot_info(), MAILBOX, Some(hook)).unwrap();
+    let link = vm.agent();
+    let pending = link.lock().unwrap().send(&Request::Stats).unwrap();
+    let answer = loop {
+        if let Some(answer) = link.lock().unwrap().poll(&pending) {
+            break answer;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    assert!(matches!(answer, Ok(Response::Stats(s)) if s.total_pages == EPC / 4096), "{answer:?}");
+    assert_eq!(woken.load(Ordering::SeqCst), 1, "one answer, one wake-up");
+    // A request the vCPU never answers: stopping it wakes the host, and the answer says why.
+    let pending = link.lock().unwrap().send(&Request::List);
+    vm.shutdown();
+    assert!(woken.load(Ordering::SeqCst) >= 2, "the stop woke the host");
+    if let Ok(pending) = pending {
+        let answer = link.lock().unwrap().poll(&pending);
+        assert!(matches!(answer, Some(Err(AgentError::Down(_))) | Some(Ok(_))), "{answer:?}");
+    }
+    dom.destroy().unwrap();
+}
