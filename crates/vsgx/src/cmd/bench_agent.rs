@@ -28,6 +28,14 @@ const MAILBOX: u64 = 0xF000_0000;
 const MAILBOX_SIZE: u64 = 2 << 20;
 const EPC_BYTES: u64 = 8 << 20;
 
+/// The hello example, built and signed with the test key.
+fn hello() -> anyhow::Result<(vsgx_hw::exec::image::Image, vsgx_isa::Sigstruct)> {
+    let module = wat::parse_str(HELLO).context("examples/enclaves/hello.wat")?;
+    let image = build_image(&module, &ImageParams::default())?;
+    let sig = SigningKey::from_pem(KEY)?.sign(&image.body, image.mrenclave)?;
+    Ok((image, sig))
+}
+
 /// (µs per ECALL through the agent, µs per ECALL entered directly), each the best of `trials`
 /// runs of `calls` calls.
 pub fn agent_ecalls(
@@ -36,9 +44,7 @@ pub fn agent_ecalls(
     trials: usize,
     calls: u32,
 ) -> anyhow::Result<(f64, f64)> {
-    let module = wat::parse_str(HELLO).context("examples/enclaves/hello.wat")?;
-    let image = build_image(&module, &ImageParams::default())?;
-    let sig = SigningKey::from_pem(KEY)?.sign(&image.body, image.mrenclave)?;
+    let (image, sig) = hello()?;
     let plan = LoadPlan::from_sgxs(&image.sgxs)?;
     let expected = b"Hello, BENCHMARK";
 
@@ -86,9 +92,7 @@ pub fn api_ecalls(trials: usize, calls: u32) -> anyhow::Result<f64> {
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD as BASE64;
 
-    let module = wat::parse_str(HELLO).context("examples/enclaves/hello.wat")?;
-    let image = build_image(&module, &ImageParams::default())?;
-    let sig = SigningKey::from_pem(KEY)?.sign(&image.body, image.mrenclave)?;
+    let (image, sig) = hello()?;
     let dir = tempfile::Builder::new().prefix("vsgx-bench-").tempdir()?;
     let (mut daemon, socket) = super::private_host::PrivateHost::start(dir.path())?;
     let client = super::host::Client::new(socket);
